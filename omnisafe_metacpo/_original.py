@@ -1,0 +1,7 @@
+"""OmniSafe callables saved before :mod:`omnisafe_metacpo.integration` replaced them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+get_default_kwargs_yaml: Any = None

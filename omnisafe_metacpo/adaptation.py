@@ -1,0 +1,217 @@
+"""Inner adaptation of Meta-CPO: K differentiable CPO steps on one task (eq. 9, Algorithm 1 l. 5-10).
+
+Everything that turns rollouts of one task into adapted parameters reads top to bottom here:
+
+1. surrogates on a rollout D_k collected with pi_{phi_k} (importance ratios against the sampling
+   policy, data constant):
+   L_R(phi) = mean_t[ratio_t * A^R_t],  L_C(phi) = T * mean_t[ratio_t * A^C_t]  (T: episode length),
+   so L_C(phi) - L_C(phi_k) estimates J_C(phi) - J_C(phi_k) in cost per episode, the unit of
+   b = J_C(phi_k) - h (OmniSafe's CPO leaves out the factor T and mixes the two scales);
+2. g_k = dL_R/dphi and a_k = dL_C/dphi at phi_k, with ``create_graph`` during meta-training so that
+   they stay functions of theta (the second-order terms of eq. 11);
+3. the differentiable CPO step x_k = step(g_k, a_k, b_k, delta) (``cpo_step``);
+4. a backtracking line search on D_k picks eta_k, held constant in the backward pass;
+5. phi_{k+1} = phi_k + eta_k x_k.
+
+MetaTRPO uses the same code with the cost constraint dropped (the step is TRPO's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from omnisafe_metacpo.cpo_step import CPOCase, CPOStepError, cpo_step
+from omnisafe_metacpo.line_search import line_search
+from omnisafe_metacpo.policy import FunctionalPolicy
+from omnisafe_metacpo.rollout import Batch
+
+
+@dataclass
+class StepRecord:
+    """What one inner step used and decided (kept for the meta line search's replay)."""
+
+    batch: Batch
+    cost_value: float
+    fraction: float
+    case: int
+    backtracks: int
+    fault: str | None = None
+
+
+@dataclass
+class AdaptationStats:
+    """Counters of one or more adaptations, for the logger."""
+
+    cases: dict[str, int] = field(default_factory=lambda: {case.name: 0 for case in CPOCase})
+    fractions: list[float] = field(default_factory=list)
+    backtracks: list[int] = field(default_factory=list)
+    rejected: int = 0
+    non_finite: int = 0
+    solver_errors: int = 0
+
+    def record(self, record: StepRecord) -> None:
+        """Count one inner step."""
+        self.cases[CPOCase(record.case).name] += 1
+        self.fractions.append(record.fraction)
+        self.backtracks.append(record.backtracks)
+        self.rejected += int(record.fraction == 0.0)
+        self.non_finite += int(record.fault == 'non_finite')
+        self.solver_errors += int(record.fault == 'solver')
+
+
+class InnerLearner:
+    """The local CPO learner of one task (eq. 9) with the settings of ``algo_cfgs``.
+
+    Args:
+        policy: The actor as a function of flat parameters.
+        cfgs: ``algo_cfgs`` of MetaCPO / MetaTRPO.
+        episode_length: T, which scales the cost surrogate to cost per episode.
+        constrained: ``False`` drops the cost constraint (MetaTRPO).
+    """
+
+    def __init__(
+        self,
+        policy: FunctionalPolicy,
+        cfgs: Any,
+        episode_length: int,
+        constrained: bool = True,
+    ) -> None:
+        self.policy = policy
+        self.cfgs = cfgs
+        self.episode_length = episode_length
+        self.constrained = constrained
+
+    # -- 1. surrogates -------------------------------------------------------------------------
+    def surrogates(self, phi: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L_R, L_C) at ``phi`` on ``batch`` (importance-sampled, data constant)."""
+        ratio = torch.exp(self.policy.log_prob(phi, batch.obs, batch.act) - batch.logp)
+        loss_r = (ratio * batch.adv_r).mean()
+        loss_c = self.episode_length * (ratio * batch.adv_c).mean()
+        return loss_r, loss_c
+
+    def cost_value(self, batch: Batch) -> float:
+        """J_C of the policy that collected ``batch``: its cost rate times the episode length."""
+        return batch.cost_rate * self.episode_length
+
+    # -- 2.-3. gradients and the differentiable step ---------------------------------------------
+    def step_direction(
+        self,
+        g: torch.Tensor,
+        a: torch.Tensor,
+        b: float,
+        delta: float,
+        phi: torch.Tensor,
+        obs: torch.Tensor,
+    ) -> tuple[torch.Tensor, int]:
+        """The CPO step (or TRPO's when unconstrained) and its case."""
+        if not self.constrained:
+            # No cost constraint: a = 0, b < 0 leaves only the trust region: x = sqrt(2 delta/q) H^-1 g.
+            a, b = torch.zeros_like(g), -1.0
+        fvp = None
+        if self.cfgs.metric == 'fisher':
+            fvp = self.policy.fisher_vector_product(phi, obs, self.cfgs.cg_damping)
+        result = cpo_step(
+            g,
+            a,
+            torch.as_tensor(b, dtype=g.dtype),
+            torch.as_tensor(delta, dtype=g.dtype),
+            backend=self.cfgs.dco_backend,
+            metric=self.cfgs.metric,
+            fvp=fvp,
+        )
+        return result.x, int(result.case)
+
+    def inner_step(
+        self,
+        phi: torch.Tensor,
+        batch: Batch,
+        cost_limit: float,
+        create_graph: bool,
+        fraction: float | None = None,
+    ) -> tuple[torch.Tensor, StepRecord]:
+        """phi_{k+1} from phi_k and the rollout D_k it collected.
+
+        Args:
+            phi: phi_k (a function of theta during meta-training).
+            batch: D_k, collected with pi_{phi_k}.
+            cost_limit: h.
+            create_graph: Keep g_k and a_k differentiable (meta-training).
+            fraction: Use this eta_k instead of searching (the meta line search's replay).
+        """
+        delta = self.cfgs.inner_delta
+        cost_value = self.cost_value(batch)
+        b = cost_value - cost_limit
+        with torch.enable_grad():
+            if not phi.requires_grad:
+                phi = phi.detach().requires_grad_(True)
+            loss_r, loss_c = self.surrogates(phi, batch)
+            g = torch.autograd.grad(loss_r, phi, create_graph=create_graph, retain_graph=True)[0]
+            a = torch.autograd.grad(loss_c, phi, create_graph=create_graph)[0]
+            try:
+                x, case = self.step_direction(g, a, b, delta, phi, batch.obs)
+            except CPOStepError:
+                return phi, StepRecord(batch, cost_value, 0.0, int(CPOCase.INFEASIBLE_RECOVERY), 0,
+                                       fault='solver')
+        if not bool(torch.isfinite(x).all()):
+            return phi, StepRecord(batch, cost_value, 0.0, case, 0, fault='non_finite')
+
+        backtracks = 0
+        if fraction is None:
+            fraction, backtracks = self._search(phi.detach(), x.detach(), batch, case, b, delta)
+        return phi + fraction * x, StepRecord(batch, cost_value, fraction, case, backtracks)
+
+    # -- 4. backtracking on D_k ----------------------------------------------------------------------
+    @torch.no_grad()
+    def _search(
+        self,
+        phi: torch.Tensor,
+        x: torch.Tensor,
+        batch: Batch,
+        case: int,
+        b: float,
+        delta: float,
+    ) -> tuple[float, int]:
+        loss_r0, loss_c0 = self.surrogates(phi, batch)
+
+        def evaluate(fraction: float) -> tuple[float, float, float]:
+            candidate = phi + fraction * x
+            loss_r, loss_c = self.surrogates(candidate, batch)
+            return (
+                float(loss_r - loss_r0),
+                float(loss_c - loss_c0),
+                float(self.trust_region_measure(phi, candidate, batch.obs)),
+            )
+
+        result = line_search(
+            evaluate,
+            case=case,
+            cost_slack=max(-b, 0.0) if self.constrained else float('inf'),
+            delta=delta,
+            max_backtracks=self.cfgs.backtrack_steps,
+            decay=self.cfgs.backtrack_coeff,
+        )
+        return result.fraction, result.num_backtracks
+
+    def trust_region_measure(
+        self,
+        phi_old: torch.Tensor,
+        phi_new: torch.Tensor,
+        obs: torch.Tensor,
+    ) -> torch.Tensor:
+        """KL(pi_old || pi_new) for the Fisher metric, 0.5 ||phi_new - phi_old||^2 for Euclidean."""
+        if self.cfgs.metric == 'fisher':
+            return self.policy.kl(phi_old, phi_new, obs)
+        return 0.5 * (phi_new - phi_old).pow(2).sum()
+
+    # -- the K steps of one task ---------------------------------------------------------------------
+    def replay(self, theta: torch.Tensor, records: list[StepRecord], cost_limit: float) -> torch.Tensor:
+        """phi_K for parameters ``theta`` on stored rollouts with the stored eta_k (no new samples)."""
+        phi = theta
+        for record in records:
+            phi, _ = self.inner_step(phi, record.batch, cost_limit, create_graph=False,
+                                     fraction=record.fraction)
+            phi = phi.detach()
+        return phi

@@ -1,0 +1,131 @@
+"""Resume checkpoints of MetaCPO / MetaTRPO runs.
+
+A checkpoint (``<run>/checkpoints/last.pt``) holds everything a meta-iteration depends on that is
+not derived from the seed: theta, the critics and their optimisers, the observation normaliser,
+fault counters, the iteration and the number of progress rows. Rollout seeds, task draws and
+critic minibatch order are functions of (seed, iteration, ...) (see ``rollout.rollout_seed``), so no
+random-generator state needs saving: a resumed run repeats exactly what the uninterrupted run does.
+
+Writes are atomic (temporary file, then ``os.replace``), so a run killed at any moment leaves either
+the previous or the new checkpoint. On resume, ``progress.csv`` is cut back to the rows that the
+checkpoint covers (a row written after the last checkpoint is written again), so no row is lost or
+duplicated. Checkpoints live outside ``torch_save/``: OmniSafe's ``Evaluator`` loads every ``.pt``
+there as a policy.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import torch
+from omnisafe.common.logger import Logger
+from torch.utils.tensorboard.writer import SummaryWriter
+
+from omnisafe_metacpo.config import MetaConfigError
+
+CHECKPOINT = os.path.join('checkpoints', 'last.pt')
+# Config sections that must match for a resumed run to continue the same experiment.
+_MUST_MATCH = ('algo', 'env_id', 'seed', 'algo_cfgs', 'model_cfgs', 'meta_test_cfgs', 'env_cfgs')
+
+
+def save(algo: Any, iteration: int, elapsed: float) -> None:
+    """Write the checkpoint after ``iteration`` (atomically)."""
+    actor_critic = algo._actor_critic  # pylint: disable=protected-access
+    normalizer = algo._env.obs_normalizer  # pylint: disable=protected-access
+    state = {
+        'iteration': iteration,
+        'progress_rows': algo.logger.current_epoch,
+        'elapsed': elapsed,
+        'actor': actor_critic.actor.state_dict(),
+        'reward_critic': actor_critic.reward_critic.state_dict(),
+        'cost_critic': actor_critic.cost_critic.state_dict(),
+        'reward_critic_optimizer': actor_critic.reward_critic_optimizer.state_dict(),
+        'cost_critic_optimizer': actor_critic.cost_critic_optimizer.state_dict(),
+        'obs_normalizer': None if normalizer is None else normalizer.state_dict(),
+        'faults': dict(algo._faults),  # pylint: disable=protected-access
+        'consecutive_failures': algo._consecutive_failures,  # pylint: disable=protected-access
+    }
+    path = os.path.join(algo.logger.log_dir, CHECKPOINT)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp')
+    os.close(fd)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load(run_dir: str, cfgs: Any) -> dict[str, Any]:
+    """Read the checkpoint of ``run_dir`` and check that ``cfgs`` continues the same experiment."""
+    with open(os.path.join(run_dir, 'config.json'), encoding='utf-8') as file:
+        saved = json.load(file)
+    current = cfgs.todict()
+    different = [key for key in _MUST_MATCH if saved.get(key) != current.get(key)]
+    if different:
+        raise MetaConfigError(
+            f'train_cfgs.resume = {run_dir!r}: the run was started with other {", ".join(different)}'
+            ' (resume with the same algorithm, env id, seed and algo/model/meta-test/env configs;'
+            ' only train_cfgs such as total_steps may change)',
+        )
+    if cfgs.logger_cfgs.use_wandb:
+        raise MetaConfigError('logger_cfgs.use_wandb = True is not supported with train_cfgs.resume')
+    return torch.load(os.path.join(run_dir, CHECKPOINT), weights_only=True, map_location='cpu')
+
+
+def restore(algo: Any, state: dict[str, Any]) -> None:
+    """Load a checkpoint's state into a freshly built algorithm."""
+    # pylint: disable=protected-access
+    actor_critic = algo._actor_critic
+    actor_critic.actor.load_state_dict(state['actor'])
+    actor_critic.reward_critic.load_state_dict(state['reward_critic'])
+    actor_critic.cost_critic.load_state_dict(state['cost_critic'])
+    actor_critic.reward_critic_optimizer.load_state_dict(state['reward_critic_optimizer'])
+    actor_critic.cost_critic_optimizer.load_state_dict(state['cost_critic_optimizer'])
+    if state['obs_normalizer'] is not None:
+        algo._env.obs_normalizer.load_state_dict(state['obs_normalizer'])
+    algo._faults = dict(state['faults'])
+    algo._consecutive_failures = int(state['consecutive_failures'])
+    algo._start_iteration = int(state['iteration']) + 1
+    algo._elapsed_before = float(state['elapsed'])
+
+
+def _truncate_progress(path: str, rows: int) -> None:
+    with open(path, encoding='utf-8', newline='') as file:
+        lines = list(csv.reader(file))
+    with open(path, 'w', encoding='utf-8', newline='') as file:
+        csv.writer(file).writerows(lines[: rows + 1])  # header + rows
+
+
+def resumed_logger(run_dir: str, state: dict[str, Any], cfgs: Any) -> Logger:
+    """An OmniSafe ``Logger`` that appends to ``run_dir`` instead of starting a new directory.
+
+    ``Logger.__init__`` always creates ``<log_dir>/<exp_name>/seed-XXX-<time>/``. It is run in a
+    scratch directory (that is removed) and the logger is then pointed at the run being resumed:
+    its ``progress.csv`` opened for appending after the checkpointed rows, its epoch counter set,
+    and a new TensorBoard event file in its ``tb/``.
+    """
+    rows = int(state['progress_rows'])
+    progress = os.path.join(run_dir, 'progress.csv')
+    _truncate_progress(progress, rows)
+    scratch = tempfile.mkdtemp(prefix='metacpo-resume-')
+    try:
+        logger = Logger(output_dir=scratch, exp_name='resume', seed=int(cfgs.seed),
+                        use_tensorboard=False, use_wandb=False, config=None)
+        logger._output_file.close()  # pylint: disable=protected-access
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    # pylint: disable=protected-access
+    logger._log_dir = run_dir
+    logger._output_file = open(progress, encoding='utf-8', mode='a')  # noqa: SIM115
+    logger._csv_writer = csv.writer(logger._output_file)
+    logger._first_row = rows == 0
+    logger._epoch = rows
+    logger._config = cfgs
+    logger._use_tensorboard = bool(cfgs.logger_cfgs.use_tensorboard)
+    if logger._use_tensorboard:
+        logger._tensorboard_writer = SummaryWriter(log_dir=os.path.join(run_dir, 'tb'))
+    logger.log(f'Resuming {run_dir} after {rows} meta-iterations', 'cyan', bold=True)
+    return logger

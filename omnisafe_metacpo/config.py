@@ -1,0 +1,100 @@
+"""Validation of MetaCPO / MetaTRPO configs, before anything is built or written.
+
+OmniSafe already rejects unknown keys (``KeyError: Invalid key``). Here the values are checked and
+every error names the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+BACKENDS = ('closed_form', 'cvxpylayers')
+METRICS = ('euclidean', 'fisher')
+
+
+class MetaConfigError(ValueError):
+    """A MetaCPO / MetaTRPO config value outside its allowed range."""
+
+
+def _require(condition: bool, field: str, value: Any, allowed: str) -> None:
+    if not condition:
+        raise MetaConfigError(f'{field} = {value!r} is not allowed: expected {allowed}')
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def validate_meta_config(cfgs: Any, env_id: str) -> None:
+    """Raise :class:`MetaConfigError` for the first invalid value of a MetaCPO config."""
+    import task_distributions
+
+    supported = sorted(task_distributions.SUPPORTED_ENV_IDS)
+    _require(env_id in supported, 'env_id', env_id,
+             f'an env id with a task distribution: {", ".join(supported)}')
+    algo = cfgs.algo_cfgs
+    _require(_int(algo.num_tasks) and algo.num_tasks >= 1, 'algo_cfgs.num_tasks',
+             algo.num_tasks, 'an integer >= 1')
+    _require(_int(algo.inner_steps) and algo.inner_steps >= 0, 'algo_cfgs.inner_steps',
+             algo.inner_steps, 'an integer >= 0')
+    rollouts = algo.num_tasks * (algo.inner_steps + 1)
+    _require(
+        _int(algo.steps_per_epoch) and algo.steps_per_epoch >= rollouts
+        and algo.steps_per_epoch % rollouts == 0,
+        'algo_cfgs.steps_per_epoch', algo.steps_per_epoch,
+        f'a positive multiple of num_tasks * (inner_steps + 1) = {rollouts}',
+    )
+    for name in ('inner_delta', 'meta_delta'):
+        value = algo[name]
+        _require(_number(value) and value > 0, f'algo_cfgs.{name}', value, 'a number > 0')
+    _require(_number(algo.cost_limit) and algo.cost_limit >= 0, 'algo_cfgs.cost_limit',
+             algo.cost_limit, 'a number >= 0')
+    _require(algo.dco_backend in BACKENDS, 'algo_cfgs.dco_backend', algo.dco_backend,
+             ' or '.join(BACKENDS))
+    _require(algo.metric in METRICS, 'algo_cfgs.metric', algo.metric, ' or '.join(METRICS))
+    _require(_number(algo.cg_damping) and algo.cg_damping >= 0, 'algo_cfgs.cg_damping',
+             algo.cg_damping, 'a number >= 0')
+    _require(_int(algo.backtrack_steps) and algo.backtrack_steps >= 1,
+             'algo_cfgs.backtrack_steps', algo.backtrack_steps, 'an integer >= 1')
+    _require(_number(algo.backtrack_coeff) and 0 < algo.backtrack_coeff < 1,
+             'algo_cfgs.backtrack_coeff', algo.backtrack_coeff, 'a number in (0, 1)')
+    _require(_int(algo.max_consecutive_failures) and algo.max_consecutive_failures >= 1,
+             'algo_cfgs.max_consecutive_failures', algo.max_consecutive_failures,
+             'an integer >= 1')
+    _require(_int(algo.update_iters) and algo.update_iters >= 0, 'algo_cfgs.update_iters',
+             algo.update_iters, 'an integer >= 0')
+    _require(_int(algo.batch_size) and algo.batch_size >= 1, 'algo_cfgs.batch_size',
+             algo.batch_size, 'an integer >= 1')
+
+    train = cfgs.train_cfgs
+    _require(train.vector_env_nums == 1, 'train_cfgs.vector_env_nums', train.vector_env_nums,
+             '1 (each environment runs one pinned task)')
+    _require(train.parallel == 1, 'train_cfgs.parallel', train.parallel,
+             '1 (run seeds in parallel with `omnisafe benchmark` instead)')
+    _require(train.total_steps >= algo.steps_per_epoch, 'train_cfgs.total_steps',
+             train.total_steps, f'>= algo_cfgs.steps_per_epoch = {algo.steps_per_epoch}')
+    _require(_int(train.checkpoint_freq) and train.checkpoint_freq >= 1,
+             'train_cfgs.checkpoint_freq', train.checkpoint_freq, 'an integer >= 1')
+    resume = train.resume
+    _require(isinstance(resume, str), 'train_cfgs.resume', resume, 'a run directory or ""')
+    if resume:
+        last = os.path.join(resume, 'checkpoints', 'last.pt')
+        _require(os.path.isfile(last), 'train_cfgs.resume', resume,
+                 f'a run directory holding {os.path.join("checkpoints", "last.pt")}')
+
+    test = cfgs.meta_test_cfgs
+    _require(_int(test.freq) and test.freq >= 0, 'meta_test_cfgs.freq', test.freq,
+             'an integer >= 0 (0: never)')
+    _require(_int(test.num_tasks) and test.num_tasks >= 1, 'meta_test_cfgs.num_tasks',
+             test.num_tasks, 'an integer >= 1')
+    _require(_int(test.adapt_steps) and test.adapt_steps >= 0, 'meta_test_cfgs.adapt_steps',
+             test.adapt_steps, 'an integer >= 0')
+    _require(_int(test.rollout_steps) and test.rollout_steps >= 1,
+             'meta_test_cfgs.rollout_steps', test.rollout_steps, 'an integer >= 1')
+    _require(test.cost_limit is None or (_number(test.cost_limit) and test.cost_limit >= 0),
+             'meta_test_cfgs.cost_limit', test.cost_limit, 'null or a number >= 0')

@@ -1,0 +1,146 @@
+"""Registration of the plug-in with OmniSafe 0.5.0, from outside.
+
+OmniSafe has registries for algorithms (``omnisafe.algorithms.registry``) and environments
+(``omnisafe.envs.core.env_register``); both work from outside. Three things do not, and are adapted
+here without editing OmniSafe:
+
+* the list of algorithm names is a read-only ``MappingProxyType`` frozen at import and copied by name
+  into several modules (``omnisafe``, ``omnisafe.algorithms.algo_wrapper``,
+  ``omnisafe.common.experiment_grid``). Every module attribute bound to the old proxy is rebound to a
+  new proxy that also lists the plug-in's algorithms;
+* default configs are always read from ``omnisafe/configs/<type>/<Algo>.yaml``: the name
+  ``get_default_kwargs_yaml`` in ``algo_wrapper`` and ``ExperimentGrid.check_variant_vaild`` are
+  replaced by versions that read the plug-in's ``configs/`` for its algorithms;
+* stock configs (CPO, TRPO, ...) do not declare ``env_cfgs``, so the task split, episodes per task
+  and task seed could not be chosen for a ``Meta*`` env. For those env ids the defaults of
+  :data:`META_ENV_CFGS` are added to whatever algorithm's config is loaded.
+
+:func:`install` runs automatically after ``omnisafe`` is first imported (see ``_hook.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import MappingProxyType
+from typing import Any
+
+from omnisafe_metacpo import compat
+
+#: Algorithms of the plug-in, by OmniSafe algorithm type.
+PLUGIN_ALGORITHMS: dict[str, tuple[str, ...]] = {'on-policy': ('MetaCPO', 'MetaTRPO')}
+
+#: ``env_cfgs`` accepted by the ``Meta*`` envs for every OmniSafe algorithm.
+META_ENV_CFGS: dict[str, Any] = {'split': 'train', 'episodes_per_task': 1, 'task_seed': None}
+
+_installed = False
+
+
+def configs_dir() -> str:
+    """The directory of the plug-in's YAML files (inside the wheel, or ``./configs`` in a checkout)."""
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (
+        os.path.join(package_dir, '_configs'),
+        os.path.join(os.path.dirname(package_dir), 'configs'),
+    ):
+        if os.path.isdir(candidate):
+            return candidate
+    raise FileNotFoundError(f'no configs directory next to {package_dir}')
+
+
+def is_plugin_algo(algo: str) -> bool:
+    """Whether ``algo`` is one of the plug-in's algorithms."""
+    return any(algo in names for names in PLUGIN_ALGORITHMS.values())
+
+
+def _meta_env_ids() -> set[str]:
+    import task_distributions
+
+    return set(task_distributions.META_ENV_IDS)
+
+
+def load_default_config(algo: str, env_id: str, algo_type: str) -> Any:
+    """OmniSafe's ``get_default_kwargs_yaml``, reading the plug-in's YAML for its algorithms.
+
+    Returns the ``Config`` of defaults updated by the env-specific section, with ``env_cfgs``
+    defaults added for ``Meta*`` env ids.
+    """
+    from omnisafe.utils.config import Config, load_yaml
+
+    from omnisafe_metacpo._original import get_default_kwargs_yaml
+
+    if is_plugin_algo(algo):
+        path = os.path.join(configs_dir(), f'{algo}.yaml')
+        kwargs = load_yaml(path)
+        config = Config.dict2config(kwargs['defaults'])
+        if kwargs.get(env_id) is not None:
+            config.recurisve_update(kwargs[env_id])
+    else:
+        config = get_default_kwargs_yaml(algo, env_id, algo_type)
+    if env_id in _meta_env_ids():
+        env_cfgs = dict(META_ENV_CFGS)
+        if config.get('env_cfgs'):
+            env_cfgs.update(config['env_cfgs'].todict())
+        config['env_cfgs'] = Config.dict2config(env_cfgs)
+    return config
+
+
+def _check_variant_valid(self: Any, variant: dict[str, Any]) -> None:
+    """``ExperimentGrid.check_variant_vaild`` that knows the plug-in's configs."""
+    from omnisafe.algorithms import ALGORITHM2TYPE
+    from omnisafe.utils.tools import recursive_check_config
+
+    algo_type = ALGORITHM2TYPE.get(variant['algo'], '')
+    default = load_default_config(variant['algo'], variant.get('env_id', ''), algo_type).todict()
+    recursive_check_config(variant, default, exclude_keys=('algo', 'env_id'))
+
+
+def _rebind_algorithm_lists() -> None:
+    import omnisafe.algorithms as algorithms
+
+    old_all, old_types = algorithms.ALGORITHMS, algorithms.ALGORITHM2TYPE
+    new_all = {key: tuple(value) for key, value in old_all.items()}
+    new_types = dict(old_types)
+    for algo_type, names in PLUGIN_ALGORITHMS.items():
+        added = tuple(name for name in names if name not in new_all[algo_type])
+        new_all[algo_type] = new_all[algo_type] + added
+        new_all['all'] = new_all['all'] + added
+        new_types.update(dict.fromkeys(names, algo_type))
+    proxy_all, proxy_types = MappingProxyType(new_all), MappingProxyType(new_types)
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == 'omnisafe' or name.startswith('omnisafe.')):
+            continue
+        for attr, value in list(vars(module).items()):
+            if value is old_all:
+                setattr(module, attr, proxy_all)
+            elif value is old_types:
+                setattr(module, attr, proxy_types)
+
+
+def install() -> None:
+    """Register the plug-in's environments and algorithms with OmniSafe (idempotent)."""
+    global _installed  # noqa: PLW0603
+    if _installed:
+        return
+    _installed = True
+
+    import omnisafe.algorithms.algo_wrapper as algo_wrapper
+    import omnisafe.common.experiment_grid as experiment_grid
+    from omnisafe.envs.core import env_register
+
+    from omnisafe_metacpo import _original
+
+    _original.get_default_kwargs_yaml = algo_wrapper.get_default_kwargs_yaml
+    import task_distributions  # TEMP until task_distributions lands
+
+    if hasattr(task_distributions, 'SUPPORTED_ENV_IDS'):  # TEMP
+        from omnisafe_metacpo.envs import TaskDistributionEnv
+
+        env_register(TaskDistributionEnv)
+    # Importing the algorithm modules registers them (``@registry.register``).
+    import omnisafe_metacpo.algorithms  # noqa: F401
+
+    _rebind_algorithm_lists()
+    algo_wrapper.get_default_kwargs_yaml = load_default_config
+    experiment_grid.ExperimentGrid.check_variant_vaild = _check_variant_valid
+    compat.patch_evaluator()

@@ -1,0 +1,185 @@
+"""Meta-testing: few-shot CPO adaptation on unseen tasks of the ``test`` split.
+
+From the meta-parameters theta, each test task is adapted with ``adapt_steps`` CPO steps (the same
+inner learner as in training, first order, cost limit ``meta_test_cfgs.cost_limit``), and the return
+and cost of the rollout before each step are logged: ``MetaTest/EpRet/step_0`` is theta itself,
+``step_k`` the policy after k adaptation steps. The test tasks are the same at every evaluation (a
+fixed seed), so curves over training compare like with like. Test rollouts are not training data:
+they update neither theta nor the critics, and they run on a copy of the observation normaliser.
+
+Standalone, on a saved run::
+
+    python -m omnisafe_metacpo.meta_test RUN_DIR [--epoch N] [--num-tasks 5] [--cost-limit 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from omnisafe_metacpo.rollout import TaskRolloutAdapter, rollout_seed
+
+_TEST_TASKS, _TEST_ROLLOUT = 11, 12
+
+
+class MetaTester:
+    """Adapts theta on unseen test tasks and logs return and cost after each adaptation step.
+
+    Args:
+        cfgs: The run's config (``meta_test_cfgs`` and ``algo_cfgs``).
+        env_id: The env id (its ``test`` split is used).
+        seed: The run's seed (fixes the test tasks).
+        learner: The :class:`~omnisafe_metacpo.adaptation.InnerLearner` of the run.
+    """
+
+    def __init__(self, cfgs: Any, env_id: str, seed: int, learner: Any) -> None:
+        self._cfgs = cfgs
+        self._test = cfgs.meta_test_cfgs
+        self._env_id = env_id
+        self._seed = seed
+        self._learner = learner
+        self._adapter: TaskRolloutAdapter | None = None
+        self._rollout_actor: torch.nn.Module | None = None
+
+    @property
+    def cost_limit(self) -> float:
+        """h while adapting at test time."""
+        limit = self._test.cost_limit
+        return float(self._cfgs.algo_cfgs.cost_limit if limit is None else limit)
+
+    def log_keys(self) -> list[str]:
+        """The keys :meth:`run` stores."""
+        steps = range(self._test.adapt_steps + 1)
+        return [f'MetaTest/{name}/step_{k}' for name in ('EpRet', 'EpCost') for k in steps]
+
+    def due(self, iteration: int, epochs: int) -> bool:
+        """Whether to meta-test after ``iteration`` (every ``freq`` and after the last)."""
+        freq = self._test.freq
+        return freq > 0 and ((iteration + 1) % freq == 0 or iteration + 1 == epochs)
+
+    def _env(self) -> TaskRolloutAdapter:
+        if self._adapter is None:
+            self._adapter = TaskRolloutAdapter(self._env_id, self._seed, self._cfgs, split='test')
+        return self._adapter
+
+    def run(
+        self,
+        theta: torch.Tensor,
+        actor_critic: Any,
+        obs_normalizer: torch.nn.Module | None,
+        logger: Any | None = None,
+    ) -> dict[str, float]:
+        """Meta-test theta; store the results in ``logger`` (if given) and return them."""
+        env = self._env()
+        if obs_normalizer is not None:
+            env.obs_normalizer.load_state_dict(copy.deepcopy(obs_normalizer.state_dict()))
+        if self._rollout_actor is None:
+            self._rollout_actor = copy.deepcopy(actor_critic.actor)
+        env.seed_tasks(rollout_seed(self._seed, _TEST_TASKS))
+        tasks = [env.sample_task() for _ in range(self._test.num_tasks)]
+        returns = np.zeros((len(tasks), self._test.adapt_steps + 1))
+        costs = np.zeros_like(returns)
+        length = self._learner.episode_length
+        for index, task in enumerate(tasks):
+            phi = theta.detach()
+            for k in range(self._test.adapt_steps + 1):
+                torch.nn.utils.vector_to_parameters(phi.detach(), self._rollout_actor.parameters())
+                batch = env.collect(self._rollout_actor, actor_critic, task,
+                                    self._test.rollout_steps,
+                                    rollout_seed(self._seed, _TEST_ROLLOUT, index, k))
+                returns[index, k] = batch.reward_rate * length
+                costs[index, k] = batch.cost_rate * length
+                if k < self._test.adapt_steps:
+                    phi, _ = self._learner.inner_step(phi, batch, self.cost_limit,
+                                                      create_graph=False)
+                    phi = phi.detach()
+        results = {}
+        for k in range(self._test.adapt_steps + 1):
+            results[f'MetaTest/EpRet/step_{k}'] = float(returns[:, k].mean())
+            results[f'MetaTest/EpCost/step_{k}'] = float(costs[:, k].mean())
+        if logger is not None:
+            logger.store(results)
+        return results
+
+
+def meta_test_saved_run(
+    run_dir: str,
+    epoch: int | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, float]:
+    """Meta-test the policy saved in ``run_dir/torch_save/epoch-N.pt`` (the last one by default).
+
+    Args:
+        run_dir: A MetaCPO / MetaTRPO run directory (with config.json and torch_save/).
+        epoch: Which saved epoch; ``None`` takes the highest.
+        overrides: Values for ``meta_test_cfgs`` (num_tasks, adapt_steps, rollout_steps,
+            cost_limit).
+    """
+    from omnisafe.models.actor_critic.constraint_actor_critic import ConstraintActorCritic
+    from omnisafe.utils.config import Config
+
+    from omnisafe_metacpo.adaptation import InnerLearner
+    from omnisafe_metacpo.policy import FunctionalPolicy
+
+    with open(os.path.join(run_dir, 'config.json'), encoding='utf-8') as file:
+        cfgs = Config.dict2config(json.load(file))
+    if overrides:
+        cfgs.meta_test_cfgs.recurisve_update(overrides)
+    save_dir = os.path.join(run_dir, 'torch_save')
+    if epoch is None:
+        saved = [int(name[6:-3]) for name in os.listdir(save_dir)
+                 if name.startswith('epoch-') and name.endswith('.pt')]
+        if not saved:
+            raise FileNotFoundError(f'no torch_save/epoch-N.pt in {run_dir}')
+        epoch = max(saved)
+    params = torch.load(os.path.join(save_dir, f'epoch-{epoch}.pt'), weights_only=True,
+                        map_location='cpu')
+    env = TaskRolloutAdapter(cfgs.env_id, int(cfgs.seed), cfgs, split='test')
+    actor_critic = ConstraintActorCritic(env.observation_space, env.action_space,
+                                         cfgs.model_cfgs, epochs=1)
+    actor_critic.actor.load_state_dict(params['pi'])
+    actor_critic.reward_critic.load_state_dict(params['reward_critic'])
+    actor_critic.cost_critic.load_state_dict(params['cost_critic'])
+    normalizer = None
+    if 'obs_normalizer' in params:
+        normalizer = copy.deepcopy(env.obs_normalizer)
+        normalizer.load_state_dict(params['obs_normalizer'])
+    policy = FunctionalPolicy(actor_critic.actor)
+    constrained = cfgs.algo != 'MetaTRPO'
+    learner = InnerLearner(policy, cfgs.algo_cfgs, env.episode_length, constrained=constrained)
+    tester = MetaTester(cfgs, cfgs.env_id, int(cfgs.seed), learner)
+    tester._adapter = env  # pylint: disable=protected-access
+    return tester.run(policy.flat_params(), actor_critic, normalizer)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: meta-test a saved run and print (and save as JSON) the results."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('run_dir')
+    parser.add_argument('--epoch', type=int, default=None)
+    parser.add_argument('--num-tasks', type=int, default=None)
+    parser.add_argument('--adapt-steps', type=int, default=None)
+    parser.add_argument('--rollout-steps', type=int, default=None)
+    parser.add_argument('--cost-limit', type=float, default=None)
+    parser.add_argument('--output', default=None, help='JSON file (default RUN_DIR/meta_test.json)')
+    args = parser.parse_args(argv)
+    overrides = {key: value for key, value in {
+        'num_tasks': args.num_tasks, 'adapt_steps': args.adapt_steps,
+        'rollout_steps': args.rollout_steps, 'cost_limit': args.cost_limit,
+    }.items() if value is not None}
+    results = meta_test_saved_run(args.run_dir, args.epoch, overrides)
+    for key, value in results.items():
+        print(f'{key:28s} {value:10.3f}')
+    output = args.output or os.path.join(args.run_dir, 'meta_test.json')
+    with open(output, 'w', encoding='utf-8') as file:
+        json.dump(results, file, indent=2)
+
+
+if __name__ == '__main__':
+    main()

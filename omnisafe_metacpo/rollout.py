@@ -1,0 +1,186 @@
+"""Rollouts of one policy in one pinned task, with advantages per rollout.
+
+:class:`TaskRolloutAdapter` is OmniSafe's ``OnPolicyAdapter`` (same env construction and wrappers:
+observation normalisation, action scaling, ``AutoReset``) on the plug-in's
+:class:`~omnisafe_metacpo.envs.TaskDistributionEnv`, with a rollout that returns its data instead of
+logging it. OmniSafe's ``VectorOnPolicyBuffer`` computes the GAE advantages and value targets:
+each episode is closed with ``finish_path``, bootstrapping with the value of the final observation
+on a time-limit truncation or at the end of the rollout, and with zero on a termination.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from omnisafe.adapter import OnPolicyAdapter
+from omnisafe.common.buffer import VectorOnPolicyBuffer
+from omnisafe.envs.core import Wrapper
+from omnisafe.models.actor_critic.constraint_actor_critic import ConstraintActorCritic
+from omnisafe.utils.config import Config
+
+from omnisafe_metacpo.envs import TaskDistributionEnv
+from task_distributions import Task
+
+
+@dataclass
+class Batch:
+    """One rollout D of one policy in one task (all tensors on the CPU, no grad)."""
+
+    obs: torch.Tensor
+    act: torch.Tensor
+    logp: torch.Tensor
+    adv_r: torch.Tensor
+    adv_c: torch.Tensor
+    target_value_r: torch.Tensor
+    target_value_c: torch.Tensor
+    cost_rate: float
+    reward_rate: float
+    ep_returns: list[float] = field(default_factory=list)
+    ep_costs: list[float] = field(default_factory=list)
+    ep_lengths: list[float] = field(default_factory=list)
+
+    @property
+    def num_steps(self) -> int:
+        """Environment steps in this rollout."""
+        return int(self.obs.shape[0])
+
+
+class TaskRolloutAdapter(OnPolicyAdapter):
+    """OmniSafe's on-policy adapter with task control and a data-returning rollout.
+
+    Args:
+        env_id: Env id with a task distribution.
+        seed: Seed of the environment and (unless ``env_cfgs.task_seed`` is set) the task stream.
+        cfgs: The algorithm's config.
+        split: Which split of the distribution to run (``'train'`` or ``'test'``).
+    """
+
+    def __init__(self, env_id: str, seed: int, cfgs: Config, split: str = 'train') -> None:
+        cfgs = copy.deepcopy(cfgs)
+        env_cfgs = cfgs.env_cfgs.todict() if cfgs.get('env_cfgs') else {}
+        # OnlineAdapter builds its envs with make(env_id, ..., **env_cfgs). ``class_name`` in
+        # env_cfgs selects the task-distribution env also for standard ids (make() alone would pick
+        # the stock SafetyGymnasiumEnv). Tasks are pinned by the algorithm, never resampled by the
+        # env on its own.
+        env_cfgs.update(
+            class_name=TaskDistributionEnv.__name__,
+            split=split,
+            episodes_per_task=2**31 - 1,
+        )
+        cfgs['env_cfgs'] = Config.dict2config(env_cfgs)
+        super().__init__(env_id, 1, seed, cfgs)
+        env = self._env
+        while isinstance(env, Wrapper):  # OmniSafe wrappers answer None for max_episode_steps
+            env = env._env  # pylint: disable=protected-access
+        self._episode_length = int(env.max_episode_steps)
+
+    @property
+    def episode_length(self) -> int:
+        """The env's own episode length (T in the cost surrogate)."""
+        return self._episode_length
+
+    def seed_tasks(self, seed: int) -> None:
+        """Restart the env's task stream from ``seed``."""
+        self._env.seed_tasks(seed)
+
+    def sample_task(self) -> Task:
+        """Draw a task from this adapter's split (the env's seeded task stream)."""
+        return self._env.sample_task()
+
+    @property
+    def obs_normalizer(self) -> torch.nn.Module | None:
+        """The running observation normaliser, if observations are normalised."""
+        return self.save().get('obs_normalizer')
+
+    @torch.no_grad()
+    def collect(  # pylint: disable=too-many-locals
+        self,
+        actor: torch.nn.Module,
+        actor_critic: ConstraintActorCritic,
+        task: Task,
+        steps: int,
+        seed: int,
+    ) -> Batch:
+        """Run ``actor`` for ``steps`` environment steps in ``task`` and compute advantages.
+
+        The env is reset with ``seed`` and torch's sampling is seeded with it too, so a rollout
+        depends only on (policy, task, seed): what makes runs reproducible and resumable.
+
+        Args:
+            actor: The policy to run (its module parameters are used as they are).
+            actor_critic: Gives the reward and cost critics for the advantages.
+            task: The task every episode of this rollout runs in.
+            steps: Number of environment steps.
+            seed: Seed of the layouts and of the action noise.
+        """
+        torch.manual_seed(seed)
+        self._env.set_task(task)
+        obs, _ = self.reset(seed=seed)
+        buffer = VectorOnPolicyBuffer(
+            obs_space=self.observation_space,
+            act_space=self.action_space,
+            size=steps,
+            gamma=self._cfgs.algo_cfgs.gamma,
+            lam=self._cfgs.algo_cfgs.lam,
+            lam_c=self._cfgs.algo_cfgs.lam_c,
+            advantage_estimator=self._cfgs.algo_cfgs.adv_estimation_method,
+            standardized_adv_r=self._cfgs.algo_cfgs.standardized_rew_adv,
+            standardized_adv_c=self._cfgs.algo_cfgs.standardized_cost_adv,
+            penalty_coefficient=0.0,
+            num_envs=1,
+            device=torch.device('cpu'),
+        )
+        reward_critic, cost_critic = actor_critic.reward_critic, actor_critic.cost_critic
+        ep_ret = ep_cost = ep_len = 0.0
+        total_reward = total_cost = 0.0
+        returns, costs, lengths = [], [], []
+        for step in range(steps):
+            dist = actor(obs)
+            act = dist.sample()
+            logp = dist.log_prob(act).sum(-1)
+            value_r, value_c = reward_critic(obs)[0], cost_critic(obs)[0]
+            next_obs, reward, cost, terminated, truncated, info = self.step(act)
+            raw_reward = float(info.get('original_reward', reward).sum())
+            raw_cost = float(info.get('original_cost', cost).sum())
+            ep_ret, ep_cost, ep_len = ep_ret + raw_reward, ep_cost + raw_cost, ep_len + 1
+            total_reward, total_cost = total_reward + raw_reward, total_cost + raw_cost
+            buffer.store(obs=obs, act=act, reward=reward, cost=cost, value_r=value_r,
+                         value_c=value_c, logp=logp)
+            obs = next_obs
+            done, time_out = bool(terminated[0]), bool(truncated[0])
+            if not (done or time_out or step == steps - 1):
+                continue
+            if done:  # a real end: nothing to bootstrap
+                last_r = last_c = torch.zeros(1)
+            else:  # truncated by the time limit, or cut by the end of the rollout
+                last_obs = info['final_observation'] if time_out else obs
+                last_r, last_c = reward_critic(last_obs)[0], cost_critic(last_obs)[0]
+            if done or time_out:
+                returns.append(ep_ret)
+                costs.append(ep_cost)
+                lengths.append(ep_len)
+                ep_ret = ep_cost = ep_len = 0.0
+            buffer.finish_path(last_r.reshape(1), last_c.reshape(1), 0)
+        data = buffer.get()
+        return Batch(
+            obs=data['obs'],
+            act=data['act'],
+            logp=data['logp'],
+            adv_r=data['adv_r'],
+            adv_c=data['adv_c'],
+            target_value_r=data['target_value_r'],
+            target_value_c=data['target_value_c'],
+            cost_rate=total_cost / steps,
+            reward_rate=total_reward / steps,
+            ep_returns=returns,
+            ep_costs=costs,
+            ep_lengths=lengths,
+        )
+
+
+def rollout_seed(*key: int) -> int:
+    """A 31-bit seed that depends only on ``key`` (e.g. run seed, iteration, task, step)."""
+    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1)[0] & 0x7FFFFFFF)

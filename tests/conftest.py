@@ -1,0 +1,42 @@
+"""Shared fixtures: small OmniSafe configs and a dot-free scratch directory for runs.
+
+OmniSafe's CLI turns any value containing a '.' into a float, so run directories must be dot-free
+(pytest's tmp_path may contain dots in the user name part; a fixed /tmp sub-directory does not).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+
+
+@pytest.fixture
+def run_dir() -> Iterator[str]:
+    """A fresh dot-free directory for OmniSafe runs, removed afterwards."""
+    path = os.path.join('/tmp', f'metacpo_test_{uuid.uuid4().hex}')
+    os.makedirs(path)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def tiny_meta_cfgs(**algo: object) -> dict:
+    """MetaCPO custom_cfgs small enough for a test: 2 tasks x (1 + 1) rollouts of 100 steps."""
+    algo_cfgs = {'steps_per_epoch': 400, 'num_tasks': 2, 'inner_steps': 1, 'update_iters': 1,
+                 'batch_size': 200}
+    algo_cfgs.update(algo)
+    return {
+        'seed': 3,
+        'train_cfgs': {'total_steps': 800, 'torch_threads': 1},
+        'algo_cfgs': algo_cfgs,
+        'meta_test_cfgs': {'freq': 1, 'num_tasks': 1, 'adapt_steps': 1, 'rollout_steps': 100},
+        'logger_cfgs': {'use_tensorboard': False, 'save_model_freq': 1},
+        'model_cfgs': {'actor': {'hidden_sizes': [8, 8]}, 'critic': {'hidden_sizes': [8, 8]}},
+    }
