@@ -11,7 +11,7 @@ export MKL_NUM_THREADS ?= 1
 
 setup: $(STAMP)
 
-$(STAMP): requirements/lock.txt pyproject.toml omnisafe_metacpo.pth
+$(STAMP): requirements/lock.txt pyproject.toml omnisafe_metacpo.pth _omnisafe_metacpo_hook.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	# torch first and alone, so pip takes the local CPU wheel (never a CUDA build).
 	$(BIN)/pip install -q torch==2.13.0

@@ -48,7 +48,8 @@ def main() -> None:
         shutil.rmtree(log_dir, ignore_errors=True)
     lines = [f'MetaCPO on {args.env_id}, backend {args.backend}, metric {args.metric}, '
              f'{args.steps_per_epoch} env steps per meta-iteration, one CPU thread', '',
-             '| iteration | ' + ' | '.join(f'{p} s' for p in PARTS) + ' | epoch s | non-rollout % |',
+             '| iteration | ' + ' | '.join(f'{p} s' for p in PARTS)
+             + ' | epoch s | non-rollout % |',
              '|---' * (len(PARTS) + 3) + '|']
     for row in rows:
         parts = [float(row[f'Time/{p}']) for p in PARTS]

@@ -1,4 +1,4 @@
-"""Inner adaptation of Meta-CPO: K differentiable CPO steps on one task (eq. 9, Algorithm 1 l. 5-10).
+"""Inner adaptation of Meta-CPO: K differentiable CPO steps on one task (eq. 9, Alg. 1 l. 5-10).
 
 Everything that turns rollouts of one task into adapted parameters reads top to bottom here:
 
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from omnisafe_metacpo.cpo_step import CPOCase, CPOStepError, cpo_step
-from omnisafe_metacpo.line_search import line_search
+from omnisafe_metacpo.line_search import backtracking_line_search
 from omnisafe_metacpo.policy import FunctionalPolicy
 from omnisafe_metacpo.rollout import Batch
 
@@ -84,7 +84,7 @@ class InnerLearner:
         self.episode_length = episode_length
         self.constrained = constrained
 
-    # -- 1. surrogates -------------------------------------------------------------------------
+    # -- 1. surrogates ----------------------------------------------------------------------------
     def surrogates(self, phi: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(L_R, L_C) at ``phi`` on ``batch`` (importance-sampled, data constant)."""
         ratio = torch.exp(self.policy.log_prob(phi, batch.obs, batch.act) - batch.logp)
@@ -96,7 +96,7 @@ class InnerLearner:
         """J_C of the policy that collected ``batch``: its cost rate times the episode length."""
         return batch.cost_rate * self.episode_length
 
-    # -- 2.-3. gradients and the differentiable step ---------------------------------------------
+    # -- 2.-3. gradients and the differentiable step ----------------------------------------------
     def step_direction(
         self,
         g: torch.Tensor,
@@ -108,7 +108,7 @@ class InnerLearner:
     ) -> tuple[torch.Tensor, int]:
         """The CPO step (or TRPO's when unconstrained) and its case."""
         if not self.constrained:
-            # No cost constraint: a = 0, b < 0 leaves only the trust region: x = sqrt(2 delta/q) H^-1 g.
+            # No cost constraint: a = 0, b < 0 leaves the trust region: x = sqrt(2 delta/q) H^-1 g.
             a, b = torch.zeros_like(g), -1.0
         fvp = None
         if self.cfgs.metric == 'fisher':
@@ -150,6 +150,9 @@ class InnerLearner:
             loss_r, loss_c = self.surrogates(phi, batch)
             g = torch.autograd.grad(loss_r, phi, create_graph=create_graph, retain_graph=True)[0]
             a = torch.autograd.grad(loss_c, phi, create_graph=create_graph)[0]
+            if not (torch.isfinite(g).all() and torch.isfinite(a).all()):
+                return phi, StepRecord(batch, cost_value, 0.0, int(CPOCase.INFEASIBLE_RECOVERY), 0,
+                                       fault='non_finite')
             try:
                 x, case = self.step_direction(g, a, b, delta, phi, batch.obs)
             except CPOStepError:
@@ -163,7 +166,7 @@ class InnerLearner:
             fraction, backtracks = self._search(phi.detach(), x.detach(), batch, case, b, delta)
         return phi + fraction * x, StepRecord(batch, cost_value, fraction, case, backtracks)
 
-    # -- 4. backtracking on D_k ----------------------------------------------------------------------
+    # -- 4. backtracking on D_k -------------------------------------------------------------------
     @torch.no_grad()
     def _search(
         self,
@@ -179,21 +182,39 @@ class InnerLearner:
         def evaluate(fraction: float) -> tuple[float, float, float]:
             candidate = phi + fraction * x
             loss_r, loss_c = self.surrogates(candidate, batch)
+            cost_increase = float(loss_c - loss_c0) if self.constrained else 0.0
             return (
                 float(loss_r - loss_r0),
-                float(loss_c - loss_c0),
+                cost_increase,
                 float(self.trust_region_measure(phi, candidate, batch.obs)),
             )
 
-        result = line_search(
-            evaluate,
-            case=case,
-            cost_slack=max(-b, 0.0) if self.constrained else float('inf'),
-            delta=delta,
-            max_backtracks=self.cfgs.backtrack_steps,
-            decay=self.cfgs.backtrack_coeff,
-        )
+        result = self.line_search(x, evaluate, case, b, delta)
         return result.fraction, result.num_backtracks
+
+    def line_search(
+        self,
+        x: torch.Tensor,
+        evaluate: Any,
+        case: int,
+        b: float,
+        delta: float,
+    ) -> Any:
+        """Backtracking on (reward, cost, trust region), shared by inner and meta steps.
+
+        Unconstrained (MetaTRPO): b = -1 keeps the reward check and ``evaluate`` reports no cost
+        increase. The trust-region bound gets a 1e-6 relative tolerance: with the Euclidean metric
+        the full step lies exactly on the boundary, and rounding must not reject it.
+        """
+        return backtracking_line_search(
+            x,
+            evaluate,
+            case,
+            b=b if self.constrained else -1.0,
+            max_kl=delta * (1 + 1e-6),
+            decay=self.cfgs.backtrack_coeff,
+            max_steps=self.cfgs.backtrack_steps,
+        )
 
     def trust_region_measure(
         self,
@@ -206,9 +227,14 @@ class InnerLearner:
             return self.policy.kl(phi_old, phi_new, obs)
         return 0.5 * (phi_new - phi_old).pow(2).sum()
 
-    # -- the K steps of one task ---------------------------------------------------------------------
-    def replay(self, theta: torch.Tensor, records: list[StepRecord], cost_limit: float) -> torch.Tensor:
-        """phi_K for parameters ``theta`` on stored rollouts with the stored eta_k (no new samples)."""
+    # -- the K steps of one task ------------------------------------------------------------------
+    def replay(
+        self,
+        theta: torch.Tensor,
+        records: list[StepRecord],
+        cost_limit: float,
+    ) -> torch.Tensor:
+        """phi_K for ``theta`` on the stored rollouts with the stored eta_k (no new samples)."""
         phi = theta
         for record in records:
             phi, _ = self.inner_step(phi, record.batch, cost_limit, create_graph=False,

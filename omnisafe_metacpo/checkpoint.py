@@ -66,12 +66,15 @@ def load(run_dir: str, cfgs: Any) -> dict[str, Any]:
     different = [key for key in _MUST_MATCH if saved.get(key) != current.get(key)]
     if different:
         raise MetaConfigError(
-            f'train_cfgs.resume = {run_dir!r}: the run was started with other {", ".join(different)}'
+            f'train_cfgs.resume = {run_dir!r}: the run was started with other '
+            f'{", ".join(different)}'
             ' (resume with the same algorithm, env id, seed and algo/model/meta-test/env configs;'
             ' only train_cfgs such as total_steps may change)',
         )
     if cfgs.logger_cfgs.use_wandb:
-        raise MetaConfigError('logger_cfgs.use_wandb = True is not supported with train_cfgs.resume')
+        raise MetaConfigError(
+            'logger_cfgs.use_wandb = True is not supported with train_cfgs.resume',
+        )
     return torch.load(os.path.join(run_dir, CHECKPOINT), weights_only=True, map_location='cpu')
 
 

@@ -1,67 +1,30 @@
-"""Compatibility fixes for the pinned stack, applied from outside (nothing is edited or vendored).
+"""Fixes of OmniSafe 0.5.0 defects, applied from outside (nothing is edited or vendored).
 
-Each fix says which defect it repairs and where it is installed. They are idempotent.
-
-* :func:`patch_safety_gymnasium_dataclasses` -- safety-gymnasium 1.0.0 declares dataclass fields
-  whose default is a ``numpy.ndarray`` (``color: np.array = COLOR['hazard']``). Python 3.11 rejects
-  unhashable defaults (``ValueError: mutable default ... use default_factory``), so the package
-  cannot even be imported. Before its modules run, ``dataclasses.dataclass`` is wrapped so that, for
-  classes defined in ``safety_gymnasium`` only, such defaults become ``default_factory`` copies.
 * :func:`patch_evaluator` -- OmniSafe 0.5.0's ``Evaluator`` wraps every env in
   ``TimeLimit(time_limit=1000)``; on 500-step tasks one evaluated "episode" spans two real ones and
   doubles the cost. It also calls ``torch.load`` without ``weights_only``/``map_location``. The
   evaluator module's ``TimeLimit`` and ``torch`` names are rebound to versions that use the env's
   own episode length and load weights-only tensors onto the CPU.
+* Two resets per episode end and the time limit of training envs are fixed in
+  :mod:`omnisafe_metacpo.envs`; safety-gymnasium's Python 3.11 incompatibility in the start-up
+  hook (``_omnisafe_metacpo_hook.patch_safety_gymnasium_dataclasses``), which must act before
+  safety-gymnasium is imported.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from typing import Any
-
-import numpy as np
-
-_SAFETY_GYMNASIUM = 'safety_gymnasium'
-
-
-def _ndarray_defaults_to_factories(cls: type) -> type:
-    """Turn class-level ``ndarray`` field defaults of ``cls`` into ``default_factory`` copies."""
-    for name in cls.__dict__.get('__annotations__', {}):
-        value = cls.__dict__.get(name)
-        if isinstance(value, np.ndarray):
-            setattr(cls, name, dataclasses.field(default_factory=value.copy))
-    return cls
-
-
-def patch_safety_gymnasium_dataclasses() -> None:
-    """Make ``@dataclass`` accept safety-gymnasium's ndarray defaults (Python 3.11).
-
-    Must run before ``safety_gymnasium`` is first imported: its modules bind ``dataclass`` with
-    ``from dataclasses import dataclass`` at import time. Classes of other packages are untouched.
-    """
-    original = dataclasses.dataclass
-    if getattr(original, '_omnisafe_metacpo_patched', False):
-        return
-
-    @functools.wraps(original)
-    def dataclass(cls: type | None = None, /, **kwargs: Any) -> Any:
-        def wrap(klass: type) -> type:
-            if klass.__module__.split('.')[0] == _SAFETY_GYMNASIUM:
-                _ndarray_defaults_to_factories(klass)
-            return original(klass, **kwargs)
-
-        return wrap if cls is None else wrap(cls)
-
-    dataclass._omnisafe_metacpo_patched = True  # type: ignore[attr-defined]
-    dataclasses.dataclass = dataclass
 
 
 def _time_limit_from_env(env: Any, time_limit: int, device: Any) -> Any:
     """``TimeLimit`` for the Evaluator: the env's own episode length instead of a fixed 1000."""
+    from omnisafe.envs.core import Wrapper
     from omnisafe.envs.wrapper import TimeLimit
 
-    own_limit = getattr(env, 'max_episode_steps', None)
+    inner = env
+    while isinstance(inner, Wrapper):  # OmniSafe's wrappers answer None for max_episode_steps
+        inner = inner._env  # pylint: disable=protected-access
+    own_limit = inner.max_episode_steps
     return TimeLimit(env, time_limit=int(own_limit or time_limit), device=device)
 
 

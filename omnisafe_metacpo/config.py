@@ -34,7 +34,7 @@ def validate_meta_config(cfgs: Any, env_id: str) -> None:
     """Raise :class:`MetaConfigError` for the first invalid value of a MetaCPO config."""
     import task_distributions
 
-    supported = sorted(task_distributions.SUPPORTED_ENV_IDS)
+    supported = sorted(task_distributions.supported_env_ids())
     _require(env_id in supported, 'env_id', env_id,
              f'an env id with a task distribution: {", ".join(supported)}')
     algo = cfgs.algo_cfgs

@@ -36,13 +36,13 @@ class TaskDistributionEnv(SafetyGymnasiumEnv):
         device: Device of the returned tensors.
         split: ``'train'`` or ``'test'`` task ranges.
         episodes_per_task: Episodes run in one task before a new one is drawn.
-        task_seed: Seed of the task sequence; ``None`` derives it from the first ``set_seed``.
+        task_seed: Seed of the task sequence; ``None``: seeded by ``set_seed`` (the run's seed).
         **kwargs: Passed to the Safety-Gymnasium env (``render_mode``, ``width``, ...).
     """
 
     need_auto_reset_wrapper: bool = True
     need_time_limit_wrapper: bool = False
-    _support_envs: ClassVar[list[str]] = list(task_distributions.SUPPORTED_ENV_IDS)
+    _support_envs: ClassVar[list[str]] = list(task_distributions.supported_env_ids())
 
     def __init__(  # pylint: disable=super-init-not-called
         self,
@@ -63,7 +63,6 @@ class TaskDistributionEnv(SafetyGymnasiumEnv):
             )
         self._num_envs = 1
         self._device = torch.device(device)
-        self._task_seed = task_seed
         # OmniSafe's Evaluator passes camera_id/camera_name=None: drop what was not set.
         kwargs = {key: value for key, value in kwargs.items() if value is not None}
         self._env = task_distributions.make_env(
@@ -82,21 +81,15 @@ class TaskDistributionEnv(SafetyGymnasiumEnv):
         """The env's own episode length (500 for Circle, 1000 for Button)."""
         return int(self._env.spec.max_episode_steps)
 
-    def set_seed(self, seed: int) -> None:
-        """Seed the episode layouts and, when ``task_seed`` is unset, the task sequence."""
-        if self._task_seed is None:
-            self._env.seed_tasks(seed)
-        self.reset(seed=seed)
-
     # Task control, reached through OmniSafe's wrappers (``Wrapper.__getattr__`` forwards).
     @property
     def task(self) -> Task:
         """The task the current (or next) episode runs in."""
         return self._env.task
 
-    def set_task(self, task: Task) -> None:
-        """Pin ``task`` for the next episodes (applied at the next reset)."""
-        self._env.set_task(task)
+    def set_task(self, task: Task, hold: bool = False) -> None:
+        """Use ``task`` from the next reset on (for every episode until changed if ``hold``)."""
+        self._env.set_task(task, hold=hold)
 
     def seed_tasks(self, seed: int) -> None:
         """Restart the task stream from ``seed``."""

@@ -4,10 +4,10 @@ OmniSafe has registries for algorithms (``omnisafe.algorithms.registry``) and en
 (``omnisafe.envs.core.env_register``); both work from outside. Three things do not, and are adapted
 here without editing OmniSafe:
 
-* the list of algorithm names is a read-only ``MappingProxyType`` frozen at import and copied by name
-  into several modules (``omnisafe``, ``omnisafe.algorithms.algo_wrapper``,
-  ``omnisafe.common.experiment_grid``). Every module attribute bound to the old proxy is rebound to a
-  new proxy that also lists the plug-in's algorithms;
+* the list of algorithm names is a read-only ``MappingProxyType`` frozen at import and copied by
+  name into several modules (``omnisafe``, ``omnisafe.algorithms.algo_wrapper``,
+  ``omnisafe.common.experiment_grid``). Every module attribute bound to the old proxy is rebound
+  to a new proxy that also lists the plug-in's algorithms;
 * default configs are always read from ``omnisafe/configs/<type>/<Algo>.yaml``: the name
   ``get_default_kwargs_yaml`` in ``algo_wrapper`` and ``ExperimentGrid.check_variant_vaild`` are
   replaced by versions that read the plug-in's ``configs/`` for its algorithms;
@@ -15,7 +15,8 @@ here without editing OmniSafe:
   and task seed could not be chosen for a ``Meta*`` env. For those env ids the defaults of
   :data:`META_ENV_CFGS` are added to whatever algorithm's config is loaded.
 
-:func:`install` runs automatically after ``omnisafe`` is first imported (see ``_hook.py``).
+:func:`install` runs automatically after ``omnisafe`` is first imported (see
+``_omnisafe_metacpo_hook.py``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ _installed = False
 
 
 def configs_dir() -> str:
-    """The directory of the plug-in's YAML files (inside the wheel, or ``./configs`` in a checkout)."""
+    """The plug-in's YAML directory (inside the wheel, or ``./configs`` in a checkout)."""
     package_dir = os.path.dirname(os.path.abspath(__file__))
     for candidate in (
         os.path.join(package_dir, '_configs'),
@@ -54,9 +55,14 @@ def is_plugin_algo(algo: str) -> bool:
 
 
 def _meta_env_ids() -> set[str]:
+    """Ids registered by this package (standard ids keep their stock OmniSafe env)."""
     import task_distributions
 
-    return set(task_distributions.META_ENV_IDS)
+    return {
+        env_id
+        for env_id in task_distributions.supported_env_ids()
+        if task_distributions.env_entry(env_id).is_custom
+    }
 
 
 def load_default_config(algo: str, env_id: str, algo_type: str) -> Any:
@@ -119,7 +125,7 @@ def _rebind_algorithm_lists() -> None:
 
 def install() -> None:
     """Register the plug-in's environments and algorithms with OmniSafe (idempotent)."""
-    global _installed  # noqa: PLW0603
+    global _installed
     if _installed:
         return
     _installed = True
@@ -131,12 +137,9 @@ def install() -> None:
     from omnisafe_metacpo import _original
 
     _original.get_default_kwargs_yaml = algo_wrapper.get_default_kwargs_yaml
-    import task_distributions  # TEMP until task_distributions lands
+    from omnisafe_metacpo.envs import TaskDistributionEnv
 
-    if hasattr(task_distributions, 'SUPPORTED_ENV_IDS'):  # TEMP
-        from omnisafe_metacpo.envs import TaskDistributionEnv
-
-        env_register(TaskDistributionEnv)
+    env_register(TaskDistributionEnv)
     # Importing the algorithm modules registers them (``@registry.register``).
     import omnisafe_metacpo.algorithms  # noqa: F401
 

@@ -45,7 +45,6 @@ class MetaTester:
         self._seed = seed
         self._learner = learner
         self._adapter: TaskRolloutAdapter | None = None
-        self._rollout_actor: torch.nn.Module | None = None
 
     @property
     def cost_limit(self) -> float:
@@ -68,19 +67,26 @@ class MetaTester:
             self._adapter = TaskRolloutAdapter(self._env_id, self._seed, self._cfgs, split='test')
         return self._adapter
 
-    def run(
+    def run(  # pylint: disable=too-many-locals
         self,
         theta: torch.Tensor,
         actor_critic: Any,
+        rollout_actor: torch.nn.Module,
         obs_normalizer: torch.nn.Module | None,
         logger: Any | None = None,
     ) -> dict[str, float]:
-        """Meta-test theta; store the results in ``logger`` (if given) and return them."""
+        """Meta-test theta; store the results in ``logger`` (if given) and return them.
+
+        Args:
+            theta: The meta-parameters (flat).
+            actor_critic: Gives the critics for the advantages of the adaptation steps.
+            rollout_actor: An actor module of the same shape, overwritten with each phi_k.
+            obs_normalizer: The training normaliser, copied (not updated) for the test env.
+            logger: Where to store the ``MetaTest/...`` values.
+        """
         env = self._env()
         if obs_normalizer is not None:
             env.obs_normalizer.load_state_dict(copy.deepcopy(obs_normalizer.state_dict()))
-        if self._rollout_actor is None:
-            self._rollout_actor = copy.deepcopy(actor_critic.actor)
         env.seed_tasks(rollout_seed(self._seed, _TEST_TASKS))
         tasks = [env.sample_task() for _ in range(self._test.num_tasks)]
         returns = np.zeros((len(tasks), self._test.adapt_steps + 1))
@@ -89,8 +95,8 @@ class MetaTester:
         for index, task in enumerate(tasks):
             phi = theta.detach()
             for k in range(self._test.adapt_steps + 1):
-                torch.nn.utils.vector_to_parameters(phi.detach(), self._rollout_actor.parameters())
-                batch = env.collect(self._rollout_actor, actor_critic, task,
+                torch.nn.utils.vector_to_parameters(phi.detach(), rollout_actor.parameters())
+                batch = env.collect(rollout_actor, actor_critic, task,
                                     self._test.rollout_steps,
                                     rollout_seed(self._seed, _TEST_ROLLOUT, index, k))
                 returns[index, k] = batch.reward_rate * length
@@ -150,12 +156,13 @@ def meta_test_saved_run(
     if 'obs_normalizer' in params:
         normalizer = copy.deepcopy(env.obs_normalizer)
         normalizer.load_state_dict(params['obs_normalizer'])
+    rollout_actor = copy.deepcopy(actor_critic.actor)
     policy = FunctionalPolicy(actor_critic.actor)
     constrained = cfgs.algo != 'MetaTRPO'
     learner = InnerLearner(policy, cfgs.algo_cfgs, env.episode_length, constrained=constrained)
     tester = MetaTester(cfgs, cfgs.env_id, int(cfgs.seed), learner)
     tester._adapter = env  # pylint: disable=protected-access
-    return tester.run(policy.flat_params(), actor_critic, normalizer)
+    return tester.run(policy.flat_params(), actor_critic, rollout_actor, normalizer)
 
 
 def main(argv: list[str] | None = None) -> None:

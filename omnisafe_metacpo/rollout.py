@@ -63,13 +63,8 @@ class TaskRolloutAdapter(OnPolicyAdapter):
         env_cfgs = cfgs.env_cfgs.todict() if cfgs.get('env_cfgs') else {}
         # OnlineAdapter builds its envs with make(env_id, ..., **env_cfgs). ``class_name`` in
         # env_cfgs selects the task-distribution env also for standard ids (make() alone would pick
-        # the stock SafetyGymnasiumEnv). Tasks are pinned by the algorithm, never resampled by the
-        # env on its own.
-        env_cfgs.update(
-            class_name=TaskDistributionEnv.__name__,
-            split=split,
-            episodes_per_task=2**31 - 1,
-        )
+        # the stock SafetyGymnasiumEnv). Tasks are pinned by the algorithm (``collect``).
+        env_cfgs.update(class_name=TaskDistributionEnv.__name__, split=split)
         cfgs['env_cfgs'] = Config.dict2config(env_cfgs)
         super().__init__(env_id, 1, seed, cfgs)
         env = self._env
@@ -117,7 +112,7 @@ class TaskRolloutAdapter(OnPolicyAdapter):
             seed: Seed of the layouts and of the action noise.
         """
         torch.manual_seed(seed)
-        self._env.set_task(task)
+        self._env.set_task(task, hold=True)  # every episode of this rollout runs in ``task``
         obs, _ = self.reset(seed=seed)
         buffer = VectorOnPolicyBuffer(
             obs_space=self.observation_space,

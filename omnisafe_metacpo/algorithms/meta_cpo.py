@@ -19,7 +19,6 @@ from omnisafe_metacpo import checkpoint
 from omnisafe_metacpo.adaptation import AdaptationStats, InnerLearner, StepRecord
 from omnisafe_metacpo.config import validate_meta_config
 from omnisafe_metacpo.cpo_step import CPOCase, CPOStepError, cpo_step
-from omnisafe_metacpo.line_search import line_search
 from omnisafe_metacpo.meta_test import MetaTester
 from omnisafe_metacpo.policy import FunctionalPolicy
 from omnisafe_metacpo.rollout import Batch, TaskRolloutAdapter, rollout_seed
@@ -93,6 +92,7 @@ class MetaCPO(CPO):
         self._faults = {'non_finite': 0, 'solver': 0}
         self._consecutive_failures = 0
         self._elapsed_before = 0.0
+        self._last_metrics = (float('nan'),) * 3
 
     def _init_log(self) -> None:
         resume_dir = self._cfgs.train_cfgs.resume
@@ -156,7 +156,7 @@ class MetaCPO(CPO):
             if self._meta_tester.due(iteration, epochs):
                 test_start = time.time()
                 self._meta_tester.run(self._policy.flat_params(), self._actor_critic,
-                                      self._env.obs_normalizer, self._logger)
+                                      self._rollout_actor, self._env.obs_normalizer, self._logger)
                 self._logger.store({'Time/MetaTest': time.time() - test_start})
             self._logger.store({
                 'Train/Epoch': iteration,
@@ -171,12 +171,9 @@ class MetaCPO(CPO):
                 self._logger.torch_save()
             if (iteration + 1) % self._cfgs.train_cfgs.checkpoint_freq == 0 or last:
                 checkpoint.save(self, iteration, time.time() - start)
-        ep_ret = self._logger.get_stats('Metrics/EpRet')[0]
-        ep_cost = self._logger.get_stats('Metrics/EpCost')[0]
-        ep_len = self._logger.get_stats('Metrics/EpLen')[0]
         self._logger.close()
         self._env.close()
-        return ep_ret, ep_cost, ep_len
+        return self._last_metrics
 
     def _meta_iteration(self, iteration: int) -> None:
         cfgs = self._cfgs.algo_cfgs
@@ -193,7 +190,8 @@ class MetaCPO(CPO):
         self._meta_log = {'Meta/Case': -1, 'Meta/StepFraction': 0.0, 'Meta/Backtracks': 0,
                           'Meta/Accepted': 0.0, 'Meta/StepNorm': 0.0, 'Meta/b': float('nan')}
         for index, task in enumerate(tasks):
-            result, (loss_f, loss_g) = self._adapt_task(theta, task, iteration, index, stats, timers)
+            result, (loss_f, loss_g) = self._adapt_task(theta, task, iteration, index, stats,
+                                                        timers)
             tick = time.time()
             # dF_i/dtheta and dG_i/dtheta through all K steps: the exact chain of eq. (11).
             d_f = torch.autograd.grad(loss_f, theta, retain_graph=True)[0]
@@ -225,7 +223,7 @@ class MetaCPO(CPO):
         stats: AdaptationStats,
         timers: dict[str, float],
     ) -> tuple[TaskResult, tuple[torch.Tensor, torch.Tensor]]:
-        """K inner steps on ``task`` from phi_0 = theta, then D_K and (F_i, G_i) (Alg. 1 l. 4-12)."""
+        """K inner steps on ``task`` from phi_0 = theta, then D_K and (F_i, G_i) (Alg. 1, 4-12)."""
         cfgs = self._cfgs.algo_cfgs
         phi = theta  # phi_0 = theta: a graph node of theta, never aliased with another task's phi
         records: list[StepRecord] = []
@@ -262,15 +260,17 @@ class MetaCPO(CPO):
         b_theta = post_cost - cost_limit
         if not self.constrained:
             grad_g, b_theta = torch.zeros_like(grad_g), -1.0
+        # The meta trust region is on theta (eq. 12); with the Fisher metric, the KL of pi_theta
+        # on the pre-adaptation states D_0 of every task.
+        obs = torch.cat([r.records[0].batch.obs if r.records else r.post.obs for r in results])
         fvp = None
         if cfgs.metric == 'fisher':
-            obs = torch.cat([r.records[0].batch.obs if r.records else r.post.obs for r in results])
             fvp = self._policy.fisher_vector_product(theta, obs, cfgs.cg_damping)
         try:
             step = cpo_step(grad_f, grad_g, torch.as_tensor(b_theta, dtype=theta.dtype),
                             torch.as_tensor(cfgs.meta_delta, dtype=theta.dtype),
                             backend=cfgs.dco_backend, metric=cfgs.metric, fvp=fvp)
-        except CPOStepError:
+        except CPOStepError:  # a solver failure of the cvxpylayers backend
             self._faults['solver'] += 1
             self._meta_log['Meta/b'] = b_theta
             return None
@@ -280,32 +280,28 @@ class MetaCPO(CPO):
             self._meta_log.update({'Meta/Case': int(step.case), 'Meta/b': b_theta})
             return None
 
-        def post_losses(candidate: torch.Tensor) -> tuple[float, float, float]:
-            values_f, values_g, divergences = [], [], []
+        def post_losses(candidate: torch.Tensor) -> tuple[float, float]:
+            """F and G (eq. 10) of a candidate theta: inner steps replayed on stored rollouts."""
+            values_f, values_g = [], []
             for result in results:
                 phi = self._learner.replay(candidate, result.records, cost_limit)
                 with torch.no_grad():
                     loss_f, loss_g = self._learner.surrogates(phi, result.post)
-                    divergences.append(float(self._learner.trust_region_measure(
-                        result.phi_final, phi, result.post.obs)))
                 values_f.append(float(loss_f))
                 values_g.append(float(loss_g))
-            return float(np.mean(values_f)), float(np.mean(values_g)), float(np.mean(divergences))
+            return float(np.mean(values_f)), float(np.mean(values_g))
 
-        base_f, base_g, _ = post_losses(theta)
+        base_f, base_g = post_losses(theta)
 
         def evaluate(fraction: float) -> tuple[float, float, float]:
-            loss_f, loss_g, divergence = post_losses(theta + fraction * x)
-            return loss_f - base_f, loss_g - base_g, divergence
+            candidate = theta + fraction * x
+            loss_f, loss_g = post_losses(candidate)
+            cost_increase = loss_g - base_g if self.constrained else 0.0
+            with torch.no_grad():
+                divergence = float(self._learner.trust_region_measure(theta, candidate, obs))
+            return loss_f - base_f, cost_increase, divergence
 
-        search = line_search(
-            evaluate,
-            case=int(step.case),
-            cost_slack=max(-b_theta, 0.0) if self.constrained else float('inf'),
-            delta=cfgs.meta_delta,
-            max_backtracks=cfgs.backtrack_steps,
-            decay=cfgs.backtrack_coeff,
-        )
+        search = self._learner.line_search(x, evaluate, int(step.case), b_theta, cfgs.meta_delta)
         if search.accepted:
             self._policy.load(theta + search.fraction * x)
         self._meta_log = {
@@ -361,13 +357,17 @@ class MetaCPO(CPO):
     ) -> None:
         pre = [r.records[0].batch if r.records else r.post for r in results]
         post = [r.post for r in results]
-        T = self._env.episode_length  # noqa: N806
+        T = self._env.episode_length
+        self._last_metrics = (
+            float(np.mean([b.reward_rate * T for b in post])),
+            float(np.mean([b.cost_rate * T for b in post])),
+            float(np.mean([np.mean(b.ep_lengths) if b.ep_lengths else b.num_steps for b in post])),
+        )
         self._logger.store({
             # Post-adaptation performance is what Meta-CPO optimises (F and G of eq. 10).
-            'Metrics/EpRet': float(np.mean([b.reward_rate * T for b in post])),
-            'Metrics/EpCost': float(np.mean([b.cost_rate * T for b in post])),
-            'Metrics/EpLen': float(np.mean([np.mean(b.ep_lengths) if b.ep_lengths else
-                                            b.num_steps for b in post])),
+            'Metrics/EpRet': self._last_metrics[0],
+            'Metrics/EpCost': self._last_metrics[1],
+            'Metrics/EpLen': self._last_metrics[2],
             'MetaTrain/PreAdapt/EpRet': float(np.mean([b.reward_rate * T for b in pre])),
             'MetaTrain/PreAdapt/EpCost': float(np.mean([b.cost_rate * T for b in pre])),
             'MetaTrain/Inner/StepFraction': float(np.mean(stats.fractions or [0.0])),

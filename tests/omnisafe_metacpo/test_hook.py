@@ -18,9 +18,10 @@ def _python(code: str) -> str:
 
 def test_hook_imports_nothing_heavy() -> None:
     out = _python(
-        'import sys; import omnisafe_metacpo._hook as h; '
+        'import sys; import _omnisafe_metacpo_hook as h; '
         'print(sorted(m for m in ("torch", "numpy", "omnisafe", "safety_gymnasium", "mujoco") '
-        'if m in sys.modules)); print(any(type(f).__name__ == "_HookFinder" for f in sys.meta_path))',
+        'if m in sys.modules)); '
+        'print(any(type(f).__name__ == "_HookFinder" for f in sys.meta_path))',
     )
     assert out.split('\n')[:2] == ['[]', 'True']
 
@@ -35,8 +36,10 @@ def test_fix_and_registration_whichever_is_imported_first(first: str) -> None:
         'from omnisafe.envs.core import support_envs\n'
         'env = safety_gymnasium.make("MetaPointCircle-v0")\n'
         'print(env.observation_space.shape)\n'
-        'print("MetaCPO" in omnisafe.ALGORITHMS["all"], "MetaTRPO" in algo_wrapper.ALGORITHMS["all"])\n'
-        'print(experiment_grid.ALGORITHM2TYPE["MetaCPO"], "MetaCarCircleHazard-v0" in support_envs())\n',
+        'print("MetaCPO" in omnisafe.ALGORITHMS["all"],'
+        '      "MetaTRPO" in algo_wrapper.ALGORITHMS["all"])\n'
+        'print(experiment_grid.ALGORITHM2TYPE["MetaCPO"],'
+        '      "MetaCarCircleHazard-v0" in support_envs())\n',
     )
     assert out.split('\n')[:3] == ['(28,)', 'True True', 'on-policy True']
 
@@ -67,8 +70,8 @@ def test_spawned_worker_sees_plugin() -> None:
 def test_registering_twice_is_harmless() -> None:
     import omnisafe
 
-    import omnisafe_metacpo
+    from omnisafe_metacpo.integration import install
 
-    omnisafe_metacpo.install()
-    omnisafe_metacpo.install()
+    install()
+    install()
     assert omnisafe.ALGORITHMS['all'].count('MetaCPO') == 1

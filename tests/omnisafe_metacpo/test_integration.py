@@ -7,10 +7,10 @@ import glob
 import os
 import subprocess
 
+import omnisafe
 import pytest
 from omnisafe.common.experiment_grid import ExperimentGrid
 
-import omnisafe
 from tests.conftest import BIN
 
 META_IDS = ['MetaPointCircle-v0', 'MetaCarCircleHazard-v0', 'MetaPointButton-v0']
@@ -26,7 +26,9 @@ def _omnisafe_train(run_dir: str, algo: str, env_id: str, *custom: str, steps: i
     result = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=run_dir,
                             check=False)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    progress = glob.glob(os.path.join(run_dir, f'{algo}-{{{env_id}}}', 'seed-*', 'progress.csv'))
+    # The CLI writes to <log-dir>/train/<algo>-{<env id>}/seed-XXX-<time>/.
+    progress = glob.glob(os.path.join(run_dir, 'train', f'{algo}-{{{env_id}}}', 'seed-*',
+                                      'progress.csv'))
     assert len(progress) == 1, os.listdir(run_dir)
     return os.path.dirname(progress[0])
 

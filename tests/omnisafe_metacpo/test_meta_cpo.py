@@ -10,10 +10,10 @@ import subprocess
 import sys
 import time
 
+import omnisafe
 import pytest
 import torch
 
-import omnisafe
 from omnisafe_metacpo.algorithms import meta_cpo as meta_cpo_module
 from omnisafe_metacpo.algorithms.meta_cpo import MetaTrainingError
 from omnisafe_metacpo.cpo_step import CPOStepError
@@ -78,8 +78,9 @@ def test_cli_train_on_standard_id(run_dir: str) -> None:
     result = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=run_dir,
                             check=False)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    (exp,) = os.listdir(os.path.join(run_dir, 'MetaCPO-{SafetyPointCircle1-v0}'))
-    assert len(_rows(os.path.join(run_dir, 'MetaCPO-{SafetyPointCircle1-v0}', exp))) == 1
+    experiment = os.path.join(run_dir, 'train', 'MetaCPO-{SafetyPointCircle1-v0}')
+    (seed_dir,) = os.listdir(experiment)
+    assert len(_rows(os.path.join(experiment, seed_dir))) == 1
 
 
 def test_same_seed_same_progress(run_dir: str) -> None:

@@ -1,4 +1,4 @@
-"""Start-up hook, run from ``omnisafe_metacpo.pth`` at interpreter start.
+"""Start-up hook of omnisafe-metacpo, run from ``omnisafe_metacpo.pth`` at interpreter start.
 
 The stock ``omnisafe`` console script, ``omnisafe benchmark`` workers (spawned processes) and
 torchrun ranks never import this plug-in. A ``.pth`` line runs in every interpreter, so it installs
@@ -9,7 +9,9 @@ an import hook that does nothing until ``safety_gymnasium`` or ``omnisafe`` is f
 * after ``omnisafe`` has executed, the plug-in's environments and algorithms are registered.
 
 This module must stay cheap: it imports only the standard library (start-up cost is measured by
-``benchmarks/startup_time.py``).
+``benchmarks/startup_time.py``). It lives outside the ``omnisafe_metacpo`` package because that
+package imports ``omnisafe`` first thing (so that its modules never start importing OmniSafe
+half-way through their own import).
 """
 
 from __future__ import annotations
@@ -21,9 +23,51 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 
-def _before_safety_gymnasium(_module: ModuleType) -> None:
-    from omnisafe_metacpo.compat import patch_safety_gymnasium_dataclasses
+def _ndarray_defaults_to_factories(cls: type) -> type:
+    """Turn class-level ``ndarray`` field defaults of ``cls`` into ``default_factory`` copies."""
+    import dataclasses
+    import inspect
 
+    import numpy as np
+
+    for name in inspect.get_annotations(cls):
+        value = cls.__dict__.get(name)
+        if isinstance(value, np.ndarray):
+            setattr(cls, name, dataclasses.field(default_factory=value.copy))
+    return cls
+
+
+def patch_safety_gymnasium_dataclasses() -> None:
+    """Make ``@dataclass`` accept safety-gymnasium 1.0.0's ndarray defaults on Python 3.11.
+
+    safety-gymnasium declares fields such as ``color: np.array = COLOR['hazard']``; Python 3.11
+    rejects unhashable defaults (``ValueError: mutable default ... use default_factory``), so the
+    package cannot even be imported. ``dataclasses.dataclass`` is wrapped so that, for classes
+    defined in ``safety_gymnasium`` only, such defaults become ``default_factory`` copies (each
+    instance gets its own array, as the authors intended). It must run before safety_gymnasium's
+    modules bind ``from dataclasses import dataclass``. Idempotent.
+    """
+    import dataclasses
+    import functools
+
+    original = dataclasses.dataclass
+    if getattr(original, '_omnisafe_metacpo_patched', False):
+        return
+
+    @functools.wraps(original)
+    def dataclass(cls: type | None = None, /, **kwargs: object) -> object:
+        def wrap(klass: type) -> type:
+            if klass.__module__.split('.')[0] == 'safety_gymnasium':
+                _ndarray_defaults_to_factories(klass)
+            return original(klass, **kwargs)
+
+        return wrap if cls is None else wrap(cls)
+
+    dataclass._omnisafe_metacpo_patched = True  # type: ignore[attr-defined]
+    dataclasses.dataclass = dataclass
+
+
+def _before_safety_gymnasium(_module: ModuleType) -> None:
     patch_safety_gymnasium_dataclasses()
 
 
