@@ -17,7 +17,7 @@ $(STAMP): requirements/lock.txt pyproject.toml omnisafe_metacpo.pth _omnisafe_me
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q --no-deps -r requirements/lock.txt
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
-	$(BIN)/python -c "import omnisafe"
+	$(BIN)/python -c "import omnisafe_metacpo; omnisafe_metacpo.check_installed()"
 	touch $(STAMP)
 
 train: $(STAMP)

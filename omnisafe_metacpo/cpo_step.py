@@ -501,7 +501,7 @@ class _SingleClosedFormStep(torch.autograd.Function):
     """:class:`_ClosedFormStep` for one Euclidean problem (``g``, ``a`` of shape ``(n,)``).
 
     The same maths (:func:`_solve`, :func:`_solve_backward`) with about half the torch calls: at
-    the paper's size (n = 1,500) the step costs a few microseconds per call, not per parameter.
+    the paper's size (n = 1,500) the cost is set by the number of calls, not by the arithmetic.
     Data that need rescaling (zero, non-finite or extreme gradients) go to the general path.
     """
 
