@@ -14,6 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# Headless rendering (Agent.render, omnisafe eval): MuJoCo through EGL, read per viewer.
+os.environ.setdefault('MUJOCO_GL', 'egl')
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 

@@ -94,3 +94,15 @@ def test_experiment_grid_validates_plugin_variants(run_dir: str) -> None:
     with pytest.raises(KeyError, match='Invalid key'):
         grid.check_variant_vaild({'algo': 'MetaCPO', 'env_id': 'MetaPointCircle-v0',
                                   'algo_cfgs': {'no_such_key': 1}})
+
+
+def test_omnisafe_benchmark_runs_plugin_and_stock_algorithms(run_dir: str) -> None:
+    grid = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+                        'benchmarks', 'grids', 'smoke.yaml')
+    result = subprocess.run([os.path.join(BIN, 'omnisafe'), 'benchmark', 'smoke', '2', grid,
+                             '--log-dir', run_dir], capture_output=True, text=True, timeout=900,
+                            cwd=run_dir, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    progress = glob.glob(os.path.join(run_dir, 'benchmark', '**', 'progress.csv'), recursive=True)
+    algos = sorted(os.path.basename(p.split(os.sep + 'seed-')[0]).split('-')[0] for p in progress)
+    assert algos == ['CPO', 'MetaCPO'], progress

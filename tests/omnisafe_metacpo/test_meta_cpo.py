@@ -26,8 +26,7 @@ def _agent(run_dir: str, algo: str = 'MetaCPO', env_id: str = 'MetaPointCircle-v
     custom = tiny_meta_cfgs()
     custom['logger_cfgs']['log_dir'] = run_dir
     for section, values in cfgs.items():
-        custom.setdefault(section, {}).update(values) if isinstance(values, dict) else \
-            custom.__setitem__(section, values)
+        custom.setdefault(section, {}).update(values)
     return omnisafe.Agent(algo, env_id, custom_cfgs=custom)
 
 
@@ -42,7 +41,7 @@ def _without_time(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 
 @pytest.mark.parametrize('algo', ['MetaCPO', 'MetaTRPO'])
 def test_learn_logs_evaluate_and_meta_test(run_dir: str, algo: str) -> None:
-    agent = _agent(run_dir, algo)
+    agent = _agent(run_dir, algo, logger_cfgs={'save_model_freq': 2})
     agent.learn()
     log_dir = agent.agent.logger.log_dir
     rows = _rows(log_dir)
@@ -53,11 +52,21 @@ def test_learn_logs_evaluate_and_meta_test(run_dir: str, algo: str) -> None:
         assert rows[-1][key] not in ('', 'nan'), key
     # Saved policies are tensors only, resume state lives outside torch_save/.
     saved = sorted(os.listdir(os.path.join(log_dir, 'torch_save')))
-    assert saved == ['epoch-0.pt', 'epoch-1.pt', 'epoch-2.pt']
+    assert saved == ['epoch-0.pt', 'epoch-2.pt']
     torch.load(os.path.join(log_dir, 'torch_save', 'epoch-2.pt'), weights_only=True)
     assert os.path.isfile(os.path.join(log_dir, 'checkpoints', 'last.pt'))
     agent.evaluate(num_episodes=1)
     agent.plot(smooth=1)
+    if algo == 'MetaCPO':
+        agent.render(num_episodes=1, width=64, height=64)
+        assert any(name.endswith('.mp4') for _, _, files in os.walk(log_dir) for name in files)
+    else:  # the stock `omnisafe eval` command on the experiment directory
+        result = subprocess.run([os.path.join(BIN, 'omnisafe'), 'eval', os.path.dirname(log_dir),
+                                 '--num-episode', '1', '--no-render'], capture_output=True,
+                                text=True,
+                                timeout=300, check=False)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert 'Average episode length: 500.0' in result.stdout
 
     result = subprocess.run([sys.executable, '-m', 'omnisafe_metacpo.meta_test', log_dir,
                              '--adapt-steps', '1', '--rollout-steps', '100'],
@@ -224,3 +233,15 @@ def test_non_finite_gradient_is_rejected_and_counted(run_dir: str,
     assert torch.equal(agent.agent._policy.flat_params(), before)
     rows = _rows(agent.agent.logger.log_dir)
     assert float(rows[0]['Faults/NonFinite']) == 2.0  # one per task
+
+
+@pytest.mark.parametrize(('backend', 'metric'), [('cvxpylayers', 'euclidean'),
+                                                 ('closed_form', 'fisher')])
+def test_other_backend_and_metric_train(run_dir: str, backend: str, metric: str) -> None:
+    agent = _agent(run_dir, algo_cfgs={'dco_backend': backend, 'metric': metric},
+                   train_cfgs={'total_steps': 400}, meta_test_cfgs={'freq': 0})
+    agent.learn()
+    (row,) = _rows(agent.agent.logger.log_dir)
+    assert float(row['Faults/SolverErrors']) == 0.0
+    assert float(row['Faults/NonFinite']) == 0.0
+    assert float(row['MetaTrain/Inner/StepFraction']) > 0.0
