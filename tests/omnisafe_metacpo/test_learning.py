@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import os
 
+import omnisafe
 import pytest
 
-import omnisafe
 from omnisafe_metacpo.meta_test import meta_test_saved_run
 
 ITERATIONS = int(os.environ.get('METACPO_LEARNING_ITERATIONS', '30'))
@@ -41,5 +41,5 @@ def test_meta_test_return_rises_and_cost_stays_near_limit(run_dir: str) -> None:
     print(json.dumps(report, indent=2))
     last = overrides['adapt_steps']
     assert after[f'MetaTest/EpRet/step_{last}'] > before[f'MetaTest/EpRet/step_{last}'] + 5.0
-    assert after[f'MetaTest/EpRet/step_0'] > before['MetaTest/EpRet/step_0']
+    assert after['MetaTest/EpRet/step_0'] > before['MetaTest/EpRet/step_0']
     assert after[f'MetaTest/EpCost/step_{last}'] <= 2 * COST_LIMIT
