@@ -16,11 +16,13 @@ half-way through their own import).
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import sys
-from collections.abc import Callable, Sequence
-from types import ModuleType
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: importlib.abc and typing would cost ~20 ms at start-up
+    import importlib.machinery
+    from collections.abc import Callable, Sequence
+    from types import ModuleType
 
 
 def _ndarray_defaults_to_factories(cls: type) -> type:
@@ -91,10 +93,10 @@ _ACTIONS = {
 }
 
 
-class _HookLoader(importlib.abc.Loader):
+class _HookLoader:
     """Delegates to the real loader and runs the plug-in's actions around ``exec_module``."""
 
-    def __init__(self, loader: importlib.abc.Loader, name: str) -> None:
+    def __init__(self, loader: object, name: str) -> None:
         self._loader = loader
         self._name = name
 
@@ -114,7 +116,7 @@ class _HookLoader(importlib.abc.Loader):
         return getattr(self._loader, item)
 
 
-class _HookFinder(importlib.abc.MetaPathFinder):
+class _HookFinder:
     """Finds the watched top-level modules with the other finders, then wraps their loader."""
 
     def find_spec(

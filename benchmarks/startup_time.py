@@ -26,10 +26,10 @@ def hook_import_us() -> int:
     total = 0
     for line in result.stderr.splitlines():
         match = re.match(r'import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)', line)
-        if match and match.group(4) == 'omnisafe_metacpo._hook':
+        if match and match.group(4) == '_omnisafe_metacpo_hook':
             total = int(match.group(2))
     if total == 0:
-        raise RuntimeError('omnisafe_metacpo._hook was not imported at start-up: is it installed?')
+        raise RuntimeError('_omnisafe_metacpo_hook was not imported at start-up: is it installed?')
     return total
 
 

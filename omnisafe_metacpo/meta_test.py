@@ -121,8 +121,11 @@ def meta_test_saved_run(
 ) -> dict[str, float]:
     """Meta-test the policy saved in ``run_dir/torch_save/epoch-N.pt`` (the last one by default).
 
+    Runs of stock algorithms (CPO, TRPO, ... on a task-distribution env id) save no critics: they
+    are tested on the same unseen tasks without adaptation (``adapt_steps = 0``).
+
     Args:
-        run_dir: A MetaCPO / MetaTRPO run directory (with config.json and torch_save/).
+        run_dir: A run directory (with config.json and torch_save/).
         epoch: Which saved epoch; ``None`` takes the highest.
         overrides: Values for ``meta_test_cfgs`` (num_tasks, adapt_steps, rollout_steps,
             cost_limit).
@@ -135,6 +138,13 @@ def meta_test_saved_run(
 
     with open(os.path.join(run_dir, 'config.json'), encoding='utf-8') as file:
         cfgs = Config.dict2config(json.load(file))
+    if 'meta_test_cfgs' not in cfgs:  # a stock OmniSafe run (CPO, TRPO, ...): MetaCPO's defaults
+        from omnisafe.utils.config import load_yaml
+
+        from omnisafe_metacpo.integration import configs_dir
+
+        defaults = load_yaml(os.path.join(configs_dir(), 'MetaCPO.yaml'))['defaults']
+        cfgs['meta_test_cfgs'] = Config.dict2config(defaults['meta_test_cfgs'])
     if overrides:
         cfgs.meta_test_cfgs.recurisve_update(overrides)
     save_dir = os.path.join(run_dir, 'torch_save')
@@ -146,12 +156,19 @@ def meta_test_saved_run(
         epoch = max(saved)
     params = torch.load(os.path.join(save_dir, f'epoch-{epoch}.pt'), weights_only=True,
                         map_location='cpu')
+    adapts = cfgs.meta_test_cfgs.adapt_steps > 0
+    if adapts and ('reward_critic' not in params or 'inner_delta' not in cfgs.algo_cfgs):
+        raise ValueError(
+            f'{run_dir} is a {cfgs.algo} run: it saved no critics, so it can only be tested '
+            'without adaptation (adapt_steps = 0, i.e. --adapt-steps 0)',
+        )
     env = TaskRolloutAdapter(cfgs.env_id, int(cfgs.seed), cfgs, split='test')
     actor_critic = ConstraintActorCritic(env.observation_space, env.action_space,
                                          cfgs.model_cfgs, epochs=1)
     actor_critic.actor.load_state_dict(params['pi'])
-    actor_critic.reward_critic.load_state_dict(params['reward_critic'])
-    actor_critic.cost_critic.load_state_dict(params['cost_critic'])
+    if 'reward_critic' in params:
+        actor_critic.reward_critic.load_state_dict(params['reward_critic'])
+        actor_critic.cost_critic.load_state_dict(params['cost_critic'])
     normalizer = None
     if 'obs_normalizer' in params:
         normalizer = copy.deepcopy(env.obs_normalizer)

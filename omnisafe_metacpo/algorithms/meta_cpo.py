@@ -146,7 +146,7 @@ class MetaCPO(CPO):
         start = time.time() - self._elapsed_before
         epochs = self._cfgs.train_cfgs.epochs
         self._logger.log(
-            f'INFO: MetaCPO on {self._env_id}: {epochs} meta-iterations of '
+            f'INFO: {type(self).__name__} on {self._env_id}: {epochs} meta-iterations of '
             f'{self._cfgs.algo_cfgs.num_tasks} tasks x ({self._cfgs.algo_cfgs.inner_steps} + 1) '
             f'rollouts of {self._rollout_steps} steps',
         )
