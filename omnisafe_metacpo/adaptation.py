@@ -53,8 +53,9 @@ class AdaptationStats:
     solver_errors: int = 0
 
     def record(self, record: StepRecord) -> None:
-        """Count one inner step."""
-        self.cases[CPOCase(record.case).name] += 1
+        """Count one inner step (a step rejected by a fault has no case)."""
+        if record.fault is None:
+            self.cases[CPOCase(record.case).name] += 1
         self.fractions.append(record.fraction)
         self.backtracks.append(record.backtracks)
         self.rejected += int(record.fraction == 0.0)
