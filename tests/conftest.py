@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 
+import omnisafe
 import pytest
 
 # Headless rendering (Agent.render, omnisafe eval): MuJoCo through EGL, read per viewer.
@@ -43,3 +44,17 @@ def tiny_meta_cfgs(**algo: object) -> dict:
         'logger_cfgs': {'use_tensorboard': False, 'save_model_freq': 1},
         'model_cfgs': {'actor': {'hidden_sizes': [8, 8]}, 'critic': {'hidden_sizes': [8, 8]}},
     }
+
+
+@pytest.fixture(scope='session')
+def cpo_run() -> Iterator[str]:
+    """A tiny stock CPO run on SafetyPointCircle1-v0 with its saved policy."""
+    log_dir = f'/tmp/metacpo_test_compat_{uuid.uuid4().hex}'
+    agent = omnisafe.Agent('CPO', 'SafetyPointCircle1-v0', custom_cfgs={
+        'train_cfgs': {'total_steps': 500, 'torch_threads': 1},
+        'algo_cfgs': {'steps_per_epoch': 500, 'update_iters': 1},
+        'logger_cfgs': {'log_dir': log_dir, 'use_tensorboard': False},
+    })
+    agent.learn()
+    yield agent.agent.logger.log_dir
+    shutil.rmtree(log_dir, ignore_errors=True)

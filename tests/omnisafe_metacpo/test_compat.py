@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import uuid
-from collections.abc import Iterator
 
-import omnisafe
 import pytest
 import torch
 from omnisafe.adapter import OnPolicyAdapter
@@ -46,20 +42,6 @@ def test_one_reset_per_episode_end(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _resets_at_episode_end('SafetyPointCircle1-v0', monkeypatch) == 2
     # ...the task-distribution env once.
     assert _resets_at_episode_end('MetaPointCircle-v0', monkeypatch) == 1
-
-
-@pytest.fixture(scope='module')
-def cpo_run() -> Iterator[str]:
-    """A tiny stock CPO run on SafetyPointCircle1-v0 with its saved policy."""
-    log_dir = f'/tmp/metacpo_test_compat_{uuid.uuid4().hex}'
-    agent = omnisafe.Agent('CPO', 'SafetyPointCircle1-v0', custom_cfgs={
-        'train_cfgs': {'total_steps': 500, 'torch_threads': 1},
-        'algo_cfgs': {'steps_per_epoch': 500, 'update_iters': 1},
-        'logger_cfgs': {'log_dir': log_dir, 'use_tensorboard': False},
-    })
-    agent.learn()
-    yield agent.agent.logger.log_dir
-    shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def _evaluated_episode_length(run: str) -> int:

@@ -245,3 +245,13 @@ def test_other_backend_and_metric_train(run_dir: str, backend: str, metric: str)
     assert float(row['Faults/SolverErrors']) == 0.0
     assert float(row['Faults/NonFinite']) == 0.0
     assert float(row['MetaTrain/Inner/StepFraction']) > 0.0
+
+
+def test_stock_run_is_tested_on_unseen_tasks_without_adaptation(cpo_run: str) -> None:
+    from omnisafe_metacpo.meta_test import meta_test_saved_run
+
+    results = meta_test_saved_run(cpo_run, overrides={'num_tasks': 1, 'adapt_steps': 0,
+                                                      'rollout_steps': 100})
+    assert set(results) == {'MetaTest/EpRet/step_0', 'MetaTest/EpCost/step_0'}
+    with pytest.raises(ValueError, match='adapt_steps = 0'):
+        meta_test_saved_run(cpo_run, overrides={'adapt_steps': 1})
