@@ -83,8 +83,8 @@ class TaskDistributionEnv(SafetyGymnasiumEnv):
 
     # Task control, reached through OmniSafe's wrappers (``Wrapper.__getattr__`` forwards).
     @property
-    def task(self) -> Task:
-        """The task the current (or next) episode runs in."""
+    def task(self) -> Task | None:
+        """The task of the current episode (``None`` before the first reset)."""
         return self._env.task
 
     def set_task(self, task: Task, hold: bool = False) -> None:
