@@ -10,8 +10,25 @@ from safety_gymnasium.builder import Builder
 
 from task_distributions.builder import TaskBuilder, load_task_class
 from task_distributions.config import EnvEntry, load_config
+from task_distributions.distribution import TaskDistribution
 from task_distributions.fast_reset import install_fast_world
 from task_distributions.wrapper import TaskWrapper, check_episodes_per_task, check_task_seed
+
+
+def _checked(
+    env_id: str,
+    split: str,
+    episodes_per_task: int,
+    task_seed: int | None,
+) -> tuple[EnvEntry, TaskDistribution]:
+    """The env entry and distribution of ``env_id``, with every argument validated first."""
+    config = load_config()
+    entry = config.env(env_id)
+    distribution = config.distribution(entry.distribution)
+    distribution.split(split)
+    check_episodes_per_task(episodes_per_task)
+    check_task_seed(task_seed)
+    return entry, distribution
 
 
 def make_env(
@@ -48,12 +65,7 @@ def make_env(
             distribution, or a distribution the env cannot host -- before the env is built where
             possible.
     """
-    config = load_config()
-    entry = config.env(env_id)
-    distribution = config.distribution(entry.distribution)
-    distribution.split(split)
-    check_episodes_per_task(episodes_per_task)
-    check_task_seed(task_seed)
+    entry, distribution = _checked(env_id, split, episodes_per_task, task_seed)
     spec: str | EnvSpec = _core_spec(entry) if entry.is_custom else env_id
     env = safety_gymnasium.make(spec, autoreset=False, render_mode=render_mode, **kwargs)
     if fast_reset:
@@ -80,12 +92,7 @@ def make_registered_env(
         fast_reset: See :func:`make_env`.
         **kwargs: ``render_mode``, ``width``, ``height``, ``camera_id``, ``camera_name``.
     """
-    config = load_config()
-    entry = config.env(env_id)
-    distribution = config.distribution(entry.distribution)
-    distribution.split(split)
-    check_episodes_per_task(episodes_per_task)
-    check_task_seed(task_seed)
+    entry, distribution = _checked(env_id, split, episodes_per_task, task_seed)
     env = TaskBuilder(
         task_id=env_id,
         task_class=entry.task,
