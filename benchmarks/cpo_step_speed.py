@@ -92,7 +92,7 @@ def _cvxpylayers_worker(n: int, solvers: list[str], repeats: int, rounds: int) -
     _single_core()
     import torch  # noqa: F401  (imported before the baseline memory reading)
 
-    from omnisafe_metacpo import cpo_step as module
+    from omnisafe_metacpo.cpo_step import dco_layer as module
 
     rss_before = _peak_rss_gb()
     start = time.perf_counter()
