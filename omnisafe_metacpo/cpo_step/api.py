@@ -26,6 +26,7 @@ def cpo_step(
     backend: str = 'closed_form',
     metric: str = 'euclidean',
     fvp: FVP | None = None,
+    h_inv: tuple[torch.Tensor, torch.Tensor] | None = None,
     cg_iters: int = 15,
     cg_tol: float = 1e-10,
     eps: float | None = None,
@@ -41,8 +42,13 @@ def cpo_step(
         backend: ``'closed_form'`` or ``'cvxpylayers'`` (the paper's DCO layer).
         metric: ``'euclidean'`` (``H = I``, the paper) or ``'fisher'`` (``H`` given by ``fvp``).
         fvp: Fisher-vector product ``v -> H v`` mapping ``(*batch, n)`` tensors to the same shape;
-            required for, and only for, ``metric='fisher'``. Evaluated without building a graph
-            through it: ``H`` is held constant in the derivative.
+            required for, and only for, ``metric='fisher'`` (unless ``h_inv`` is given). Evaluated
+            without building a graph through it: ``H`` is held constant in the derivative.
+        h_inv: ``(H^-1 g, H^-1 a)`` already computed by the caller, for ``metric='fisher'`` only,
+            same shape, dtype and device as ``g``; then no CG runs and ``fvp`` is not needed. For
+            callers that need these vectors themselves (``CPOCorrected`` logs OmniSafe's ``q``,
+            ``r``, ``s`` from them) and would otherwise pay for the CG solves twice. Derivatives
+            flow through them as given (from :func:`cg_solve`: implicitly, ``H`` constant).
         cg_iters: Maximum conjugate-gradient iterations (fisher metric; OmniSafe's default is 15).
         cg_tol: CG stops when ``|residual|^2 <= cg_tol * |rhs|^2`` for every batch element.
         eps: Tolerance of the two degenerate configurations, which are clamped (the step stays
@@ -61,7 +67,9 @@ def cpo_step(
         NotImplementedError: For ``backend='cvxpylayers'`` with ``metric='fisher'``.
         CPOStepError: If the cvxpylayers solver fails.
     """
-    g, a, b, delta = _validate_arguments(g, a, b, delta, backend=backend, metric=metric, fvp=fvp)
+    g, a, b, delta = _validate_arguments(
+        g, a, b, delta, backend=backend, metric=metric, fvp=fvp, h_inv=h_inv,
+    )
     if eps is None:
         eps = torch.finfo(g.dtype).eps
     if backend == 'cvxpylayers':
@@ -76,10 +84,13 @@ def cpo_step(
         return CPOStep(*_dco_step(g, a, b, delta, solver, eps))
     u = w = None
     if metric == 'fisher':
-        assert fvp is not None
         _check_values(g, a, b, delta)
-        u = cg_solve(fvp, g, iters=cg_iters, tol=cg_tol)
-        w = cg_solve(fvp, a, iters=cg_iters, tol=cg_tol)
+        if h_inv is not None:
+            u, w = h_inv
+        else:
+            assert fvp is not None
+            u = cg_solve(fvp, g, iters=cg_iters, tol=cg_tol)
+            w = cg_solve(fvp, a, iters=cg_iters, tol=cg_tol)
     info: dict[str, torch.Tensor] = {}
     if u is None and g.dim() == 1:  # one Euclidean problem: the common case, in fewer calls
         try:
@@ -124,6 +135,7 @@ def _validate_arguments(
     backend: str,
     metric: str,
     fvp: FVP | None,
+    h_inv: tuple[torch.Tensor, torch.Tensor] | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Check the types, shapes and options of :func:`cpo_step`; numbers become tensors.
 
@@ -133,10 +145,12 @@ def _validate_arguments(
         raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
     if metric not in METRICS:
         raise ValueError(f'metric must be one of {METRICS}, got {metric!r}')
-    if metric == 'fisher' and not callable(fvp):
-        raise ValueError("metric='fisher' needs fvp, a callable v -> H v")
+    if metric == 'fisher' and not callable(fvp) and h_inv is None:
+        raise ValueError("metric='fisher' needs fvp, a callable v -> H v (or h_inv)")
     if metric == 'euclidean' and fvp is not None:
         raise ValueError("fvp is only used with metric='fisher'; got metric='euclidean'")
+    if metric == 'euclidean' and h_inv is not None:
+        raise ValueError("h_inv is only used with metric='fisher'; got metric='euclidean'")
     for name, value in (('g', g), ('a', a)):
         if not isinstance(value, torch.Tensor):
             raise ValueError(f'{name} must be a torch.Tensor, got {type(value).__name__}')
@@ -152,6 +166,14 @@ def _validate_arguments(
         raise ValueError(
             f'a must have the dtype/device of g ({g.dtype}, {g.device}), got {a.dtype}, {a.device}',
         )
+    if h_inv is not None:
+        if not (isinstance(h_inv, tuple) and len(h_inv) == 2):
+            raise ValueError('h_inv must be a pair of tensors (H^-1 g, H^-1 a)')
+        for name, value in zip(('H^-1 g', 'H^-1 a'), h_inv, strict=True):
+            if not isinstance(value, torch.Tensor) or value.shape != g.shape:
+                raise ValueError(f'h_inv: {name} must be a tensor of the shape of g')
+            if value.dtype != g.dtype or value.device != g.device:
+                raise ValueError(f'h_inv: {name} must have the dtype/device of g')
     batch = g.shape[:-1]
     tensors = []
     for name, value, shapes in (('b', b, (batch,)), ('delta', delta, (batch, torch.Size()))):

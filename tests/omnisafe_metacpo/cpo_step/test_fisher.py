@@ -11,6 +11,7 @@ import torch
 
 from omnisafe_metacpo.cpo_step import (
     CPOCase,
+    CPOStep,
     cg_solve,
     cpo_step,
 )
@@ -99,3 +100,47 @@ def test_cg_solve_is_differentiable_and_batched() -> None:
     zero = cg_solve(lambda p: p @ h, torch.zeros(7, dtype=F64))
     assert torch.equal(zero, torch.zeros(7, dtype=F64))
 
+
+
+def test_precomputed_h_inv_gives_the_same_step_and_gradients() -> None:
+    # h_inv = (H^-1 g, H^-1 a) from cg_solve: what cpo_step computes itself from fvp.
+    n = 9
+    h = spd_matrix(n, seed=95)
+    cases = ALL_CASES
+    g, a, b, delta = make_batch(cases, n, seed=96, h_inv=torch.linalg.inv(h))
+    cg = {'iters': 3 * n, 'tol': 1e-28}
+
+    def with_fvp(g: torch.Tensor, a: torch.Tensor, b: torch.Tensor, d: torch.Tensor) -> CPOStep:
+        return cpo_step(g, a, b, d, metric='fisher', fvp=lambda v: v @ h, cg_iters=3 * n,
+                        cg_tol=1e-28)
+
+    def with_h_inv(g: torch.Tensor, a: torch.Tensor, b: torch.Tensor, d: torch.Tensor) -> CPOStep:
+        solves = (cg_solve(lambda v: v @ h, g, **cg), cg_solve(lambda v: v @ h, a, **cg))
+        return cpo_step(g, a, b, d, metric='fisher', h_inv=solves)
+
+    ours, ref = with_h_inv(g, a, b, delta), with_fvp(g, a, b, delta)
+    assert ours.case.tolist() == ref.case.tolist() == [int(c) for c in cases]
+    torch.testing.assert_close(ours.x, ref.x, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(ours.lam, ref.lam)
+    torch.testing.assert_close(ours.nu, ref.nu)
+    cotangents = [torch.randn(len(cases), n, generator=torch.Generator().manual_seed(97),
+                              dtype=F64)]
+    _, (vjp_ours,) = vjps(lambda *args: with_h_inv(*args).x, (g, a, b, delta), cotangents)
+    _, (vjp_ref,) = vjps(lambda *args: with_fvp(*args).x, (g, a, b, delta), cotangents)
+    torch.testing.assert_close(vjp_ours, vjp_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_h_inv_argument_errors() -> None:
+    g, a, b, delta = make_batch((CPOCase.FEASIBLE_ACTIVE,), 4, seed=98)
+    good = (g.clone(), a.clone())
+    for overrides, message in (
+        ({'metric': 'euclidean'}, "h_inv is only used with metric='fisher'"),
+        ({'h_inv': (g,)}, 'pair of tensors'),
+        ({'h_inv': (g[:, :3], a)}, 'H\\^-1 g must be a tensor of the shape of g'),
+        ({'h_inv': (g, a.float())}, 'H\\^-1 a must have the dtype'),
+    ):
+        options = {'metric': 'fisher', 'h_inv': good, **overrides}
+        with pytest.raises(ValueError, match=message):
+            cpo_step(g, a, b, delta, **options)
+    with pytest.raises(ValueError, match='needs fvp'):
+        cpo_step(g, a, b, delta, metric='fisher')
