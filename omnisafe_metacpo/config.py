@@ -6,6 +6,7 @@ every error names the field and the allowed values.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -27,7 +28,8 @@ def _int(value: Any) -> bool:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    # Finite only: an inf trust region or cost limit would turn every step and b non-finite.
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def validate_meta_config(cfgs: Any, env_id: str) -> None:
@@ -51,14 +53,14 @@ def validate_meta_config(cfgs: Any, env_id: str) -> None:
     )
     for name in ('inner_delta', 'meta_delta'):
         value = algo[name]
-        _require(_number(value) and value > 0, f'algo_cfgs.{name}', value, 'a number > 0')
+        _require(_number(value) and value > 0, f'algo_cfgs.{name}', value, 'a finite number > 0')
     _require(_number(algo.cost_limit) and algo.cost_limit >= 0, 'algo_cfgs.cost_limit',
-             algo.cost_limit, 'a number >= 0')
+             algo.cost_limit, 'a finite number >= 0')
     _require(algo.dco_backend in BACKENDS, 'algo_cfgs.dco_backend', algo.dco_backend,
              ' or '.join(BACKENDS))
     _require(algo.metric in METRICS, 'algo_cfgs.metric', algo.metric, ' or '.join(METRICS))
     _require(_number(algo.cg_damping) and algo.cg_damping >= 0, 'algo_cfgs.cg_damping',
-             algo.cg_damping, 'a number >= 0')
+             algo.cg_damping, 'a finite number >= 0')
     _require(_int(algo.backtrack_steps) and algo.backtrack_steps >= 1,
              'algo_cfgs.backtrack_steps', algo.backtrack_steps, 'an integer >= 1')
     _require(_number(algo.backtrack_coeff) and 0 < algo.backtrack_coeff < 1,
@@ -97,4 +99,4 @@ def validate_meta_config(cfgs: Any, env_id: str) -> None:
     _require(_int(test.rollout_steps) and test.rollout_steps >= 1,
              'meta_test_cfgs.rollout_steps', test.rollout_steps, 'an integer >= 1')
     _require(test.cost_limit is None or (_number(test.cost_limit) and test.cost_limit >= 0),
-             'meta_test_cfgs.cost_limit', test.cost_limit, 'null or a number >= 0')
+             'meta_test_cfgs.cost_limit', test.cost_limit, 'null or a finite number >= 0')

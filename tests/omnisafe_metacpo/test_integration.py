@@ -73,7 +73,11 @@ def test_env_without_distribution_lists_supported() -> None:
 @pytest.mark.parametrize(('field', 'value', 'allowed'), [
     ('dco_backend', 'qp', 'closed_form or cvxpylayers'),
     ('metric', 'kl', 'euclidean or fisher'),
-    ('inner_delta', 0.0, 'a number > 0'),
+    ('inner_delta', 0.0, 'a finite number > 0'),
+    ('inner_delta', float('inf'), 'a finite number > 0'),
+    ('meta_delta', float('inf'), 'a finite number > 0'),
+    ('meta_delta', float('nan'), 'a finite number > 0'),
+    ('cost_limit', float('inf'), 'a finite number >= 0'),
     ('steps_per_epoch', 1001, 'multiple of'),
 ])
 def test_bad_algo_values_name_field_and_allowed(field: str, value: object, allowed: str) -> None:
