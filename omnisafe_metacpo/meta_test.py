@@ -10,6 +10,10 @@ they update neither theta nor the critics, and they run on a copy of the observa
 Standalone, on a saved run::
 
     python -m omnisafe_metacpo.meta_test RUN_DIR [--epoch N] [--num-tasks 5] [--cost-limit 5]
+        [--task-seed N]
+
+``--task-seed N`` draws the test tasks from N instead of the run's seed (other unseen tasks of the
+same split); the JSON written records the seed used.
 """
 
 from __future__ import annotations
@@ -34,17 +38,31 @@ class MetaTester:
     Args:
         cfgs: The run's config (``meta_test_cfgs`` and ``algo_cfgs``).
         env_id: The env id (its ``test`` split is used).
-        seed: The run's seed (fixes the test tasks).
+        seed: The run's seed (fixes the test tasks and the test rollouts).
         learner: The :class:`~omnisafe_metacpo.adaptation.InnerLearner` of the run.
+        task_seed: Draw the test tasks from this seed instead of ``seed`` (rollouts keep theirs).
     """
 
-    def __init__(self, cfgs: Any, env_id: str, seed: int, learner: Any) -> None:
+    def __init__(
+        self,
+        cfgs: Any,
+        env_id: str,
+        seed: int,
+        learner: Any,
+        task_seed: int | None = None,
+    ) -> None:
         self._cfgs = cfgs
         self._test = cfgs.meta_test_cfgs
         self._env_id = env_id
         self._seed = seed
+        self._task_seed = seed if task_seed is None else int(task_seed)
         self._learner = learner
         self._adapter: TaskRolloutAdapter | None = None
+
+    @property
+    def task_seed(self) -> int:
+        """The seed the test tasks are drawn from."""
+        return self._task_seed
 
     @property
     def cost_limit(self) -> float:
@@ -87,7 +105,7 @@ class MetaTester:
         env = self._env()
         if obs_normalizer is not None:
             env.obs_normalizer.load_state_dict(copy.deepcopy(obs_normalizer.state_dict()))
-        env.seed_tasks(rollout_seed(self._seed, _TEST_TASKS))
+        env.seed_tasks(rollout_seed(self._task_seed, _TEST_TASKS))
         tasks = [env.sample_task() for _ in range(self._test.num_tasks)]
         returns = np.zeros((len(tasks), self._test.adapt_steps + 1))
         costs = np.zeros_like(returns)
@@ -118,6 +136,7 @@ def meta_test_saved_run(
     run_dir: str,
     epoch: int | None = None,
     overrides: dict[str, Any] | None = None,
+    task_seed: int | None = None,
 ) -> dict[str, float]:
     """Meta-test the policy saved in ``run_dir/torch_save/epoch-N.pt`` (the last one by default).
 
@@ -129,6 +148,7 @@ def meta_test_saved_run(
         epoch: Which saved epoch; ``None`` takes the highest.
         overrides: Values for ``meta_test_cfgs`` (num_tasks, adapt_steps, rollout_steps,
             cost_limit).
+        task_seed: Draw the test tasks from this seed; ``None``: the run's seed.
     """
     from omnisafe.models.actor_critic.constraint_actor_critic import ConstraintActorCritic
     from omnisafe.utils.config import Config
@@ -177,7 +197,7 @@ def meta_test_saved_run(
     policy = FunctionalPolicy(actor_critic.actor)
     constrained = cfgs.algo != 'MetaTRPO'
     learner = InnerLearner(policy, cfgs.algo_cfgs, env.episode_length, constrained=constrained)
-    tester = MetaTester(cfgs, cfgs.env_id, int(cfgs.seed), learner)
+    tester = MetaTester(cfgs, cfgs.env_id, int(cfgs.seed), learner, task_seed=task_seed)
     tester._adapter = env  # pylint: disable=protected-access
     return tester.run(policy.flat_params(), actor_critic, rollout_actor, normalizer)
 
@@ -191,18 +211,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--adapt-steps', type=int, default=None)
     parser.add_argument('--rollout-steps', type=int, default=None)
     parser.add_argument('--cost-limit', type=float, default=None)
+    parser.add_argument('--task-seed', type=int, default=None,
+                        help="draw the test tasks from this seed (default: the run's seed)")
     parser.add_argument('--output', default=None, help='JSON file (default RUN_DIR/meta_test.json)')
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in {
         'num_tasks': args.num_tasks, 'adapt_steps': args.adapt_steps,
         'rollout_steps': args.rollout_steps, 'cost_limit': args.cost_limit,
     }.items() if value is not None}
-    results = meta_test_saved_run(args.run_dir, args.epoch, overrides)
+    results = meta_test_saved_run(args.run_dir, args.epoch, overrides, task_seed=args.task_seed)
     for key, value in results.items():
         print(f'{key:28s} {value:10.3f}')
+    task_seed = args.task_seed
+    if task_seed is None:  # the run's seed, recorded so that the JSON says which tasks these were
+        with open(os.path.join(args.run_dir, 'config.json'), encoding='utf-8') as file:
+            task_seed = int(json.load(file)['seed'])
     output = args.output or os.path.join(args.run_dir, 'meta_test.json')
     with open(output, 'w', encoding='utf-8') as file:
-        json.dump(results, file, indent=2)
+        json.dump({**results, 'task_seed': task_seed}, file, indent=2)
 
 
 if __name__ == '__main__':

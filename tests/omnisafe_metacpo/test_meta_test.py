@@ -1,0 +1,39 @@
+"""Meta-test of a saved run on other unseen tasks: ``--task-seed``."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from omnisafe_metacpo.meta_test import main
+
+# Stock runs are tested without adaptation (they save no critics): short and enough to tell tasks
+# apart, since the reward of a Circle task depends on its radius.
+_SMALL = ['--num-tasks', '2', '--adapt-steps', '0', '--rollout-steps', '200']
+
+
+def _meta_test(run: str, output: str, *extra: str) -> dict[str, float]:
+    main([run, *_SMALL, '--output', output, *extra])
+    with open(output, encoding='utf-8') as file:
+        return json.load(file)
+
+
+def test_task_seed_draws_other_tasks_repeatably(cpo_run: str, run_dir: str) -> None:
+    with open(os.path.join(cpo_run, 'config.json'), encoding='utf-8') as file:
+        run_seed = json.load(file)['seed']
+    default = _meta_test(cpo_run, os.path.join(run_dir, 'default.json'))
+    other = _meta_test(cpo_run, os.path.join(run_dir, 'other.json'), '--task-seed', '5')
+    again = _meta_test(cpo_run, os.path.join(run_dir, 'again.json'), '--task-seed', '5')
+    assert default['task_seed'] == run_seed and other['task_seed'] == 5
+    # Same policy and rollout seeds: only the tasks differ, so the returns do...
+    assert other['MetaTest/EpRet/step_0'] != default['MetaTest/EpRet/step_0']
+    # ...and the same task seed gives the same tasks, hence the same results.
+    assert again == other
+
+
+def test_task_seed_equal_to_run_seed_changes_nothing(cpo_run: str, run_dir: str) -> None:
+    with open(os.path.join(cpo_run, 'config.json'), encoding='utf-8') as file:
+        run_seed = json.load(file)['seed']
+    default = _meta_test(cpo_run, os.path.join(run_dir, 'default.json'))
+    same = _meta_test(cpo_run, os.path.join(run_dir, 'same.json'), '--task-seed', str(run_seed))
+    assert same == default
