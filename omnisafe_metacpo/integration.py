@@ -29,7 +29,9 @@ from typing import Any
 from omnisafe_metacpo import compat
 
 #: Algorithms of the plug-in, by OmniSafe algorithm type.
-PLUGIN_ALGORITHMS: dict[str, tuple[str, ...]] = {'on-policy': ('MetaCPO', 'MetaTRPO')}
+PLUGIN_ALGORITHMS: dict[str, tuple[str, ...]] = {
+    'on-policy': ('MetaCPO', 'MetaTRPO', 'CPOCorrected'),
+}
 
 #: ``env_cfgs`` accepted by the ``Meta*`` envs for every OmniSafe algorithm.
 META_ENV_CFGS: dict[str, Any] = {'split': 'train', 'episodes_per_task': 1, 'task_seed': None}

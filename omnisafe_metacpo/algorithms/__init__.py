@@ -1,6 +1,7 @@
-"""Meta-CPO and Meta-TRPO, registered with OmniSafe on import."""
+"""Meta-CPO, Meta-TRPO and CPOCorrected, registered with OmniSafe on import."""
 
+from omnisafe_metacpo.algorithms.cpo_corrected import CPOCorrected
 from omnisafe_metacpo.algorithms.meta_cpo import MetaCPO
 from omnisafe_metacpo.algorithms.meta_trpo import MetaTRPO
 
-__all__ = ['MetaCPO', 'MetaTRPO']
+__all__ = ['CPOCorrected', 'MetaCPO', 'MetaTRPO']
