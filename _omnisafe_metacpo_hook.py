@@ -6,7 +6,9 @@ an import hook that does nothing until ``safety_gymnasium`` or ``omnisafe`` is f
 
 * before ``safety_gymnasium`` executes, its Python 3.11 dataclass incompatibility is patched;
 * after ``safety_gymnasium`` has executed, the ``Meta*`` environment ids are registered with it;
-* after ``omnisafe`` has executed, the plug-in's environments and algorithms are registered.
+* after ``omnisafe`` has executed, the plug-in's environments and algorithms are registered;
+* after ``farama_notifications`` has executed, its notice about gymnasium-robotics' Adroit
+  environments is dropped (see :func:`_after_farama_notifications`).
 
 This module must stay cheap: it imports only the standard library (start-up cost is measured by
 ``benchmarks/startup_time.py``). It lives outside the ``omnisafe_metacpo`` package because that
@@ -85,11 +87,27 @@ def _after_omnisafe(_module: ModuleType) -> None:
     install()
 
 
+#: The notice gymnasium-robotics 1.2.1-1.4.2 prints (with print, to stderr: it is no warning
+#: that a filter could catch) whenever it is imported, twice per process here; it concerns only
+#: its Adroit environments, which neither OmniSafe nor this plug-in uses.
+_ADROIT_NOTICE = 'AdroitHandRelocateDense-v1, AdroitHandHammerDense-v1, AdroitHandDoorDense-v1'
+
+
+def _after_farama_notifications(module: ModuleType) -> None:
+    # gymnasium_robotics/__init__.py prints notifications['gymnasium_robotics'][its version] if
+    # present: remove exactly the Adroit notice, keep every other notification.
+    for project in module.notifications.values():
+        for version, text in list(project.items()):
+            if isinstance(text, str) and text.startswith(_ADROIT_NOTICE):
+                del project[version]
+
+
 # module name -> (called before its code runs, called after it ran)
 _ACTIONS: dict[str, tuple[Callable[[ModuleType], None] | None, Callable[[ModuleType], None] | None]]
 _ACTIONS = {
     'safety_gymnasium': (_before_safety_gymnasium, _after_safety_gymnasium),
     'omnisafe': (None, _after_omnisafe),
+    'farama_notifications': (None, _after_farama_notifications),
 }
 
 
