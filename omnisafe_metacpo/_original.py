@@ -5,3 +5,4 @@ from __future__ import annotations
 from typing import Any
 
 get_default_kwargs_yaml: Any = None
+custom_cfgs_to_dict: Any = None

@@ -15,6 +15,9 @@ here without editing OmniSafe:
   and task seed could not be chosen for a ``Meta*`` env. For those env ids the defaults of
   :data:`META_ENV_CFGS` are added to whatever algorithm's config is loaded.
 
+Defects of OmniSafe's CLI (dotted paths, its defaults overriding the YAML) are repaired in
+:mod:`omnisafe_metacpo.compat`, also from :func:`install`.
+
 :func:`install` runs automatically after ``omnisafe`` is first imported (see
 ``_omnisafe_metacpo_hook.py``).
 """
@@ -149,3 +152,5 @@ def install() -> None:
     algo_wrapper.get_default_kwargs_yaml = load_default_config
     experiment_grid.ExperimentGrid.check_variant_vaild = _check_variant_valid
     compat.patch_evaluator()
+    compat.patch_custom_cfgs_parser()
+    compat.patch_cli_defaults(is_plugin_algo)

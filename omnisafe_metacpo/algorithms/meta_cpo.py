@@ -15,7 +15,7 @@ from omnisafe.common.logger import Logger
 from omnisafe.models.actor_critic.constraint_actor_critic import ConstraintActorCritic
 from torch.utils.data import DataLoader, TensorDataset
 
-from omnisafe_metacpo import checkpoint
+from omnisafe_metacpo import checkpoint, compat
 from omnisafe_metacpo.adaptation import AdaptationStats, InnerLearner, StepRecord
 from omnisafe_metacpo.config import validate_meta_config
 from omnisafe_metacpo.cpo_step import CPOCase, CPOStepError, cpo_step
@@ -123,6 +123,10 @@ class MetaCPO(CPO):
         self._meta_tester = MetaTester(self._cfgs, self._env_id, self._seed, self._learner)
         for key in self._log_keys():
             self._logger.register_key(key)
+        # What AlgoWrapper set from train_cfgs.torch_threads, which compat.patch_cli_defaults
+        # capped to the usable cores (the stock CLI asks for 16 whatever the machine).
+        self._logger.log(f'INFO: {torch.get_num_threads()} torch threads (train_cfgs.torch_threads,'
+                         f' at most the {compat.usable_cores()} cores this process may use)')
 
     def _log_keys(self) -> list[str]:
         keys = ['Metrics/EpRet', 'Metrics/EpCost', 'Metrics/EpLen']
