@@ -20,9 +20,34 @@ $(STAMP): requirements/lock.txt pyproject.toml omnisafe_metacpo.pth _omnisafe_me
 	$(BIN)/python -c "import omnisafe_metacpo; omnisafe_metacpo.check_installed()"
 	touch $(STAMP)
 
+# `make train`: MetaCPO on the Point-Circle task distribution through the stock CLI, then a summary
+# (the run directory, the final and the untrained policy meta-tested on unseen test tasks, the
+# command that plots the run). BUDGET=quick (the default) is sized to finish in about 15 minutes
+# on a 2-core CPU; BUDGET=paper takes the paper's budget from configs/MetaCPO.yaml (3,000,000
+# steps in meta-iterations of 30,000: 5 tasks x (5 inner steps + 1) rollouts).
+BUDGET ?= quick
+# The quick budget: environment steps in all, and per meta-iteration (5 tasks x (5 + 1) rollouts
+# of one 500-step episode). Retune these two when the sampling speed changes.
+QUICK_TOTAL_STEPS ?= 900000
+QUICK_STEPS_PER_EPOCH ?= 15000
+TRAIN_ENV ?= SafetyPointCircle1-v0
+# Each run gets a fresh --log-dir under this directory, so the summary finds the run just made.
+TRAIN_LOG_ROOT ?= runs/make-train
+# More `omnisafe train` options, and options of `python -m omnisafe_metacpo.summary`.
+TRAIN_ARGS ?=
+SUMMARY_ARGS ?=
+
 train: $(STAMP)
-	$(BIN)/omnisafe train --algo MetaCPO --env-id SafetyPointCircle1-v0 \
-		--custom-cfgs train_cfgs:torch_threads --custom-cfgs 1
+	@case "$(BUDGET)" in \
+	  quick) budget="--total-steps $(QUICK_TOTAL_STEPS) --custom-cfgs algo_cfgs:steps_per_epoch --custom-cfgs $(QUICK_STEPS_PER_EPOCH)" ;; \
+	  paper) budget="" ;; \
+	  *) echo "BUDGET must be quick or paper, not '$(BUDGET)'" >&2; exit 2 ;; \
+	esac; \
+	log_dir="$(TRAIN_LOG_ROOT)/$$(date +%Y%m%d-%H%M%S)"; \
+	echo "MetaCPO on $(TRAIN_ENV), budget $(BUDGET), logs under $$log_dir"; \
+	$(BIN)/omnisafe train --algo MetaCPO --env-id $(TRAIN_ENV) --log-dir "$$log_dir" \
+		$$budget $(TRAIN_ARGS) && \
+	$(BIN)/python -m omnisafe_metacpo.summary "$$log_dir" $(SUMMARY_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

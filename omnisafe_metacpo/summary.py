@@ -1,0 +1,182 @@
+"""A short summary of a finished run: where it is, and its final policy meta-tested on unseen tasks.
+
+``make train`` calls it after training::
+
+    python -m omnisafe_metacpo.summary PATH [--num-tasks N] [--adapt-steps K] [--plot]
+
+``PATH`` is a run directory (``.../seed-XXX-<time>/``, with ``config.json``) or any directory
+above runs (the ``--log-dir`` given to ``omnisafe train``), in which case the newest run under it
+is summarised. The final policy (the highest ``torch_save/epoch-N.pt``) and the untrained one
+(``epoch-0.pt``, saved at the start of every run) are meta-tested on the same unseen tasks of the
+``test`` split (:func:`omnisafe_metacpo.meta_test.meta_test_saved_run`): return and cost per
+episode before adaptation and after the run's ``meta_test_cfgs.adapt_steps`` CPO steps, against
+the cost limit. The numbers are also written to ``RUN/summary.json``.
+
+``--plot`` draws the run's training curves (return and cost per step, with the cost limit) with
+OmniSafe's ``Plotter``, exactly as ``omnisafe.Agent.plot`` does, into ``RUN/training_curves.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from omnisafe_metacpo.meta_test import meta_test_saved_run
+
+PLOT_NAME = 'training_curves'
+
+
+def find_run(path: str) -> str:
+    """The run directory at or under ``path`` (the newest one if there are several).
+
+    Args:
+        path: A run directory or a directory above runs.
+
+    Raises:
+        FileNotFoundError: If no run (a directory with config.json and torch_save/) is there.
+    """
+    runs = [
+        dirpath for dirpath, dirnames, files in os.walk(path)
+        if 'config.json' in files and 'torch_save' in dirnames
+    ]
+    if not runs:
+        raise FileNotFoundError(f'no run (config.json and torch_save/) at or under {path}')
+    return max(runs, key=lambda run: os.path.getmtime(os.path.join(run, 'config.json')))
+
+
+def saved_epochs(run_dir: str) -> list[int]:
+    """The epochs N of ``run_dir/torch_save/epoch-N.pt``, ascending."""
+    names = os.listdir(os.path.join(run_dir, 'torch_save'))
+    return sorted(int(name[6:-3]) for name in names
+                  if name.startswith('epoch-') and name.endswith('.pt'))
+
+
+def _load_config(run_dir: str) -> dict[str, Any]:
+    with open(os.path.join(run_dir, 'config.json'), encoding='utf-8') as file:
+        return json.load(file)
+
+
+def summarize(run_dir: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Meta-test the untrained and the final policy of ``run_dir`` on the same unseen tasks.
+
+    Runs of stock algorithms saved no critics: they are tested without adaptation.
+
+    Args:
+        run_dir: A run directory.
+        overrides: Values for ``meta_test_cfgs`` (num_tasks, adapt_steps, rollout_steps,
+            cost_limit).
+
+    Returns:
+        ``{'run_dir', 'algo', 'env_id', 'epochs': [first, last], 'num_tasks', 'adapt_steps',
+        'cost_limit', 'untrained': {...}, 'final': {...}}`` with the ``MetaTest/...`` results.
+    """
+    config = _load_config(run_dir)
+    test_cfgs = dict(config.get('meta_test_cfgs') or {'num_tasks': 3, 'adapt_steps': 0})
+    if 'meta_test_cfgs' not in config:  # a stock run (CPO, ...): no critics, no adaptation
+        test_cfgs['adapt_steps'] = 0
+    test_cfgs.update(overrides or {})
+    epochs = saved_epochs(run_dir)
+    first, last = epochs[0], epochs[-1]
+    results = {
+        name: meta_test_saved_run(run_dir, epoch, dict(test_cfgs))
+        for name, epoch in (('untrained', first), ('final', last))
+    }
+    limit = test_cfgs.get('cost_limit')
+    return {
+        'run_dir': run_dir,
+        'algo': config['algo'],
+        'env_id': config['env_id'],
+        'epochs': [first, last],
+        'num_tasks': int(test_cfgs.get('num_tasks', 3)),
+        'adapt_steps': int(test_cfgs['adapt_steps']),
+        'cost_limit': float(config['algo_cfgs']['cost_limit'] if limit is None else limit),
+        **results,
+    }
+
+
+def plot_command(run_dir: str) -> str:
+    """The shell command that draws the run's training curves (``--plot``)."""
+    return shlex.join([sys.executable, '-m', 'omnisafe_metacpo.summary', run_dir, '--plot'])
+
+
+def plot(run_dir: str) -> str:
+    """Draw the training curves of ``run_dir`` as ``omnisafe.Agent.plot`` does; return the file.
+
+    Args:
+        run_dir: A run directory.
+    """
+    from omnisafe.utils.plotter import Plotter
+
+    config = _load_config(run_dir)
+    cost_limit = config.get('algo_cfgs', {}).get('cost_limit')
+    # A trailing separator makes the Plotter read exactly this directory (without it, it reads
+    # every sibling whose name starts with the run's name).
+    Plotter().make_plots([os.path.join(run_dir, '')], None, 'Steps', 'Rewards', False, cost_limit,
+                         1, None, None, 'mean', save_dir=run_dir, save_name=PLOT_NAME)
+    return os.path.join(run_dir, f'{PLOT_NAME}.png')
+
+
+def render(summary: dict[str, Any], console: Console) -> None:
+    """Print ``summary`` (from :func:`summarize`) in OmniSafe's style (rich)."""
+    steps = summary['adapt_steps']
+    console.print(f'[bold]{summary["algo"]} on {summary["env_id"]}[/bold], run directory:')
+    console.print(f'  {summary["run_dir"]}', soft_wrap=True)
+    caption = f'after {steps}: after {steps} CPO adaptation steps on each task' if steps else None
+    table = Table(title=f'Meta-test on {summary["num_tasks"]} unseen test tasks, cost limit '
+                        f'{summary["cost_limit"]:g} (per episode)', caption=caption)
+    table.add_column('policy', no_wrap=True)
+    table.add_column('return', justify='right')
+    table.add_column('cost', justify='right')
+    if steps:
+        table.add_column(f'return after {steps}', justify='right')
+        table.add_column(f'cost after {steps}', justify='right')
+    first, last = summary['epochs']
+    for name, label in (('untrained', f'untrained (epoch {first})'),
+                        ('final', f'final (epoch {last})')):
+        result = summary[name]
+        cells = [label, f'{result["MetaTest/EpRet/step_0"]:.1f}',
+                 f'{result["MetaTest/EpCost/step_0"]:.1f}']
+        if steps:
+            cells += [f'{result[f"MetaTest/EpRet/step_{steps}"]:.1f}',
+                      f'{result[f"MetaTest/EpCost/step_{steps}"]:.1f}']
+        table.add_row(*cells)
+    console.print(table)
+    console.print('Training curves (return and cost per step):')
+    console.print(f'  {plot_command(summary["run_dir"])}', soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: summarise (or ``--plot``) the run at or under PATH."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('path', help='a run directory or a directory above runs')
+    parser.add_argument('--num-tasks', type=int, default=None)
+    parser.add_argument('--adapt-steps', type=int, default=None)
+    parser.add_argument('--rollout-steps', type=int, default=None)
+    parser.add_argument('--cost-limit', type=float, default=None)
+    parser.add_argument('--plot', action='store_true',
+                        help='draw the training curves instead of meta-testing')
+    args = parser.parse_args(argv)
+    run_dir = find_run(args.path)
+    console = Console()
+    if args.plot:
+        console.print(f'Training curves: {plot(run_dir)}', soft_wrap=True)
+        return
+    overrides = {key: value for key, value in {
+        'num_tasks': args.num_tasks, 'adapt_steps': args.adapt_steps,
+        'rollout_steps': args.rollout_steps, 'cost_limit': args.cost_limit,
+    }.items() if value is not None}
+    summary = summarize(run_dir, overrides)
+    with open(os.path.join(run_dir, 'summary.json'), 'w', encoding='utf-8') as file:
+        json.dump(summary, file, indent=2)
+    render(summary, console)
+
+
+if __name__ == '__main__':
+    main()
