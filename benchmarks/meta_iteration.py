@@ -1,67 +1,151 @@
-"""Wall time of MetaCPO meta-iterations, split into rollout / inner updates / meta-gradient /
-meta step / critic, with the paper's settings (5 tasks, K = 5, policy (32, 16)) by default.
+"""Meta-iteration throughput: the sequential and the batched sampler, measured in one run.
 
-    python benchmarks/meta_iteration.py [--env-id SafetyPointCircle1-v0] [--iterations 3]
-        [--backend closed_form] [--metric euclidean] [--steps-per-epoch 30000]
+For each environment, with the paper's settings (5 tasks, K = 5, 30,000 env steps per
+meta-iteration, 60,000 for Button; policy (32, 16)), MetaCPO is trained for a few meta-iterations
+through the stock CLI exactly as ``make train`` runs it (``omnisafe train``, no thread option
+typed, so the plug-in's own thread choice applies), once with ``algo_cfgs.sampler: sequential``
+(the per-task reference path) and once with ``batched`` (the default). Printed and written:
 
-Writes the table to benchmarks/results/meta_iteration.md (with --output).
+* env steps/s end to end (steps of a meta-iteration / its wall time) and the batched/sequential
+  ratio;
+* the time split of a meta-iteration (rollouts, inner steps, meta-gradient, meta step, critic);
+* rollout time per env step against the env-alone step time (the same env, random actions,
+  resets included, measured in this run: ``benchmarks/env_speed.py``'s ``measure``);
+* peak memory (max RSS) of each training process.
+
+    python benchmarks/meta_iteration.py [--iterations 2] [--envs SafetyPointCircle1-v0 ...]
+        [--output benchmarks/results/meta_iteration.md]
+
+Meta-test rollouts are off (``meta_test_cfgs.freq 0``) so that only training is timed.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import datetime
+import json
 import os
+import platform
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 
-import omnisafe
+import numpy as np
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+BIN = os.path.dirname(sys.executable)
 PARTS = ('Rollout', 'Inner', 'MetaGrad', 'MetaStep', 'Critic')
+ENVS = ('SafetyPointCircle1-v0', 'MetaCarCircleHazard-v0', 'MetaPointButton-v0')
+SAMPLERS = ('sequential', 'batched')
+
+
+def env_alone_ms(env_id: str, steps: int) -> float:
+    """Milliseconds per step of the task-distribution env alone (random actions, resets)."""
+    sys.path.insert(0, HERE)
+    from env_speed import measure  # the env benchmark's own timing loop
+
+    import task_distributions
+
+    env = task_distributions.make_env(env_id, split='train')
+    result = measure(env, env_id, steps, seed=0)
+    return 1e3 * result.seconds / result.steps
+
+
+def train(env_id: str, sampler: str, iterations: int, steps_per_epoch: int) -> dict:
+    """One ``omnisafe train`` process; its progress rows and peak memory."""
+    log_dir = tempfile.mkdtemp(prefix='metacpo_bench_', dir='/tmp').replace('.', '_')
+    os.makedirs(log_dir, exist_ok=True)
+    command = [
+        os.path.join(BIN, 'omnisafe'), 'train', '--algo', 'MetaCPO', '--env-id', env_id,
+        '--total-steps', str(iterations * steps_per_epoch), '--log-dir', log_dir,
+        '--custom-cfgs', 'algo_cfgs:sampler', '--custom-cfgs', sampler,
+        '--custom-cfgs', 'algo_cfgs:steps_per_epoch', '--custom-cfgs', str(steps_per_epoch),
+        '--custom-cfgs', 'meta_test_cfgs:freq', '--custom-cfgs', '0',
+        '--custom-cfgs', 'logger_cfgs:use_tensorboard', '--custom-cfgs', 'False',
+    ]
+    try:
+        start = time.time()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   cwd=log_dir)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.time() - start
+        if status != 0:
+            raise RuntimeError(f'{" ".join(command)} failed:\n{process.stderr.read().decode()}')
+        progress = next(os.path.join(root, 'progress.csv') for root, _, files
+                        in os.walk(log_dir) if 'progress.csv' in files)
+        with open(progress, encoding='utf-8') as file:
+            rows = list(csv.DictReader(file))
+        with open(os.path.join(os.path.dirname(progress), 'config.json'),
+                  encoding='utf-8') as file:
+            threads = json.load(file)['train_cfgs']['torch_threads']
+    finally:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    epoch = float(np.mean([float(row['Time/Epoch']) for row in rows]))
+    return {
+        'epoch_s': epoch,
+        'steps_per_s': steps_per_epoch / epoch,
+        'parts_s': {part: float(np.mean([float(row[f'Time/{part}']) for row in rows]))
+                    for part in PARTS},
+        'peak_rss_mib': usage.ru_maxrss / 1024,
+        'process_wall_s': wall,
+        'torch_threads': threads,
+    }
 
 
 def main() -> None:
-    """Train a few meta-iterations and print the time split read back from progress.csv."""
+    """Measure every env with both samplers and write the table."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--env-id', default='SafetyPointCircle1-v0')
-    parser.add_argument('--iterations', type=int, default=3)
-    parser.add_argument('--backend', default='closed_form')
-    parser.add_argument('--metric', default='euclidean')
-    parser.add_argument('--steps-per-epoch', type=int, default=30000)
-    parser.add_argument('--output', default=None)
+    parser.add_argument('--envs', nargs='+', default=list(ENVS))
+    parser.add_argument('--iterations', type=int, default=2)
+    parser.add_argument('--env-steps', type=int, default=5000,
+                        help='steps of the env-alone measurement')
+    parser.add_argument('--output', default=os.path.join(HERE, 'results', 'meta_iteration.md'))
     args = parser.parse_args()
-    log_dir = tempfile.mkdtemp(prefix='metacpo_bench_')
-    try:
-        agent = omnisafe.Agent('MetaCPO', args.env_id, custom_cfgs={
-            'train_cfgs': {'total_steps': args.iterations * args.steps_per_epoch,
-                           'torch_threads': 1},
-            'algo_cfgs': {'steps_per_epoch': args.steps_per_epoch,
-                          'dco_backend': args.backend, 'metric': args.metric},
-            'meta_test_cfgs': {'freq': 0},
-            'logger_cfgs': {'log_dir': log_dir, 'use_tensorboard': False},
-        })
-        agent.learn()
-        with open(os.path.join(agent.agent.logger.log_dir, 'progress.csv'),
-                  encoding='utf-8') as file:
-            rows = list(csv.DictReader(file))
-    finally:
-        shutil.rmtree(log_dir, ignore_errors=True)
-    lines = [f'MetaCPO on {args.env_id}, backend {args.backend}, metric {args.metric}, '
-             f'{args.steps_per_epoch} env steps per meta-iteration, one CPU thread', '',
-             '| iteration | ' + ' | '.join(f'{p} s' for p in PARTS)
-             + ' | epoch s | non-rollout % |',
-             '|---' * (len(PARTS) + 3) + '|']
-    for row in rows:
-        parts = [float(row[f'Time/{p}']) for p in PARTS]
-        epoch = float(row['Time/Epoch'])
-        share = 100 * (epoch - parts[0]) / epoch
-        lines.append(f'| {int(float(row["Train/Epoch"]))} | '
-                     + ' | '.join(f'{p:.2f}' for p in parts) + f' | {epoch:.2f} | {share:.1f} |')
+    results = {}
+    for env_id in args.envs:
+        steps_per_epoch = 60000 if 'Button' in env_id else 30000
+        alone = env_alone_ms(env_id, args.env_steps)
+        runs = {sampler: train(env_id, sampler, args.iterations, steps_per_epoch)
+                for sampler in SAMPLERS}
+        results[env_id] = {'steps_per_epoch': steps_per_epoch, 'env_alone_ms': alone, **runs}
+        print(env_id, json.dumps(results[env_id]), flush=True)
+
+    lines = [
+        f'MetaCPO meta-iterations through `omnisafe train` (paper settings: 5 tasks, K = 5, '
+        f'policy (32, 16)), {args.iterations} meta-iterations per run, meta-testing off; '
+        f'{platform.node()}, {os.cpu_count()} cores, '
+        f'{datetime.datetime.now().strftime("%Y-%m-%d %H:%M")}.',
+        f'`python benchmarks/meta_iteration.py --iterations {args.iterations}`',
+        '',
+        '| env | sampler | env steps / iteration | env steps/s | speed-up | '
+        + ' | '.join(f'{p} s' for p in PARTS)
+        + ' | rollout ms / env step | env alone ms / step | ratio | peak RSS MiB | threads |',
+        '|---' * (12 + len(PARTS)) + '|',
+    ]
+    for env_id, result in results.items():
+        base = result['sequential']['steps_per_s']
+        for sampler in SAMPLERS:
+            run = result[sampler]
+            rollout_ms = 1e3 * run['parts_s']['Rollout'] / result['steps_per_epoch']
+            lines.append(
+                f'| {env_id} | {sampler} | {result["steps_per_epoch"]:,} | '
+                f'{run["steps_per_s"]:,.0f} | {run["steps_per_s"] / base:.2f}x | '
+                + ' | '.join(f'{run["parts_s"][p]:.2f}' for p in PARTS)
+                + f' | {rollout_ms:.3f} | {result["env_alone_ms"]:.3f} | '
+                f'{rollout_ms / result["env_alone_ms"]:.2f} | {run["peak_rss_mib"]:,.0f} | '
+                f'{run["torch_threads"]} |',
+            )
     text = '\n'.join(lines)
     print(text)
-    if args.output:
-        with open(args.output, 'w', encoding='utf-8') as file:
-            file.write(text + '\n')
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, 'w', encoding='utf-8') as file:
+        file.write(text + '\n')
+    with open(os.path.splitext(args.output)[0] + '.json', 'w', encoding='utf-8') as file:
+        json.dump(results, file, indent=2)
 
 
 if __name__ == '__main__':

@@ -12,6 +12,7 @@ from typing import Any
 
 BACKENDS = ('closed_form', 'cvxpylayers')
 METRICS = ('euclidean', 'fisher')
+SAMPLERS = ('batched', 'sequential')
 
 
 class MetaConfigError(ValueError):
@@ -59,6 +60,14 @@ def validate_meta_config(cfgs: Any, env_id: str) -> None:
     _require(algo.dco_backend in BACKENDS, 'algo_cfgs.dco_backend', algo.dco_backend,
              ' or '.join(BACKENDS))
     _require(algo.metric in METRICS, 'algo_cfgs.metric', algo.metric, ' or '.join(METRICS))
+    _require(algo.sampler in SAMPLERS, 'algo_cfgs.sampler', algo.sampler, ' or '.join(SAMPLERS))
+    if algo.sampler == 'batched':
+        # The batched sampler applies observation normalisation itself; OmniSafe's reward and
+        # cost normalisers are per-environment wrappers that only the sequential sampler runs.
+        for name in ('reward_normalize', 'cost_normalize'):
+            _require(not algo[name], f'algo_cfgs.{name}', algo[name],
+                     'False with algo_cfgs.sampler = batched (or set algo_cfgs.sampler: '
+                     'sequential)')
     _require(_number(algo.cg_damping) and algo.cg_damping >= 0, 'algo_cfgs.cg_damping',
              algo.cg_damping, 'a finite number >= 0')
     _require(_int(algo.backtrack_steps) and algo.backtrack_steps >= 1,

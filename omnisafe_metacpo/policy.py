@@ -11,9 +11,10 @@ task's distribution into another.
 from __future__ import annotations
 
 import torch
+from omnisafe.models.actor.gaussian_learning_actor import GaussianLearningActor
 from torch import nn
 from torch.distributions import Normal, kl_divergence
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 
 class FunctionalPolicy:
@@ -43,11 +44,17 @@ class FunctionalPolicy:
         nn.utils.vector_to_parameters(flat.detach(), self.actor.parameters())
 
     def _unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        chunks = torch.split(flat, self._sizes)
+        """Parameters by name; ``flat`` may carry leading batch dimensions (one policy per row)."""
+        chunks = torch.split(flat, self._sizes, dim=-1)
+        batch = flat.shape[:-1]
         return {
-            name: chunk.view(shape)
+            name: chunk.reshape(*batch, *shape)
             for name, chunk, shape in zip(self._names, chunks, self._shapes, strict=True)
         }
+
+    def stacked(self, thetas: torch.Tensor) -> StackedActor:
+        """M policies, one per row of ``thetas`` (M, P), each to run on its own observation."""
+        return StackedActor(self, thetas)
 
     def distribution(self, flat: torch.Tensor, obs: torch.Tensor) -> Normal:
         """The action distribution of the policy with parameters ``flat`` at ``obs``."""
@@ -83,3 +90,80 @@ class FunctionalPolicy:
             return hvp + damping * vector
 
         return fvp
+
+
+class StackedActor:
+    """M copies of the actor with their own parameters, each acting on its own observation.
+
+    The batched sampler steps M environments in lockstep, environment i with policy i. Evaluating
+    the M policies one after another would cost M small forward passes per environment step (the
+    overhead that made rollouts ~6x slower than the environment). Here the M forward passes are one:
+    for OmniSafe's ``GaussianLearningActor`` (an MLP mean of ``Linear`` layers and parameter-free
+    activations, a state-independent log-std), each ``Linear`` becomes one batched matrix product
+    over the stacked weights (``torch.baddbmm``); any other actor falls back to
+    ``vmap(functional_call)``, which is general but slower. Sampling is reparametrised
+    (``mean + std * noise``) so that the noise can be drawn per task, independently of M.
+
+    Args:
+        policy: The functional policy whose actor layout the rows of ``thetas`` follow.
+        thetas: (M, P) flat parameters, one row per policy (detached: rollouts need no graph).
+    """
+
+    def __init__(self, policy: FunctionalPolicy, thetas: torch.Tensor) -> None:
+        params = policy._unflatten(thetas.detach())  # pylint: disable=protected-access
+        actor = policy.actor
+        self._layers: list[tuple[torch.Tensor, torch.Tensor] | nn.Module] | None = None
+        if isinstance(actor, GaussianLearningActor) and _is_plain_mlp(actor.mean):
+            self._layers = []
+            for index, module in enumerate(actor.mean):
+                if isinstance(module, nn.Linear):
+                    weight = params[f'mean.{index}.weight'].transpose(1, 2).contiguous()
+                    bias = params[f'mean.{index}.bias'].unsqueeze(1).contiguous()
+                    self._layers.append((weight, bias))
+                elif not isinstance(module, nn.Identity):
+                    self._layers.append(module)
+            self.std = torch.exp(params['log_std'])
+        else:
+            self._params = params
+            self._actor = actor
+            self.std = vmap(self._scale)(params, torch.zeros(thetas.shape[0], *_obs_shape(actor)))
+
+    def _scale(self, params: dict[str, torch.Tensor], obs: torch.Tensor) -> torch.Tensor:
+        return functional_call(self._actor, params, (obs,)).scale.expand(_act_shape(self._actor))
+
+    def _loc(self, params: dict[str, torch.Tensor], obs: torch.Tensor) -> torch.Tensor:
+        return functional_call(self._actor, params, (obs,)).loc
+
+    def __call__(self, obs: torch.Tensor) -> Normal:
+        """The M action distributions, policy i at ``obs[i]`` (an actor's ``forward``)."""
+        return Normal(self.mean(obs), self.std)
+
+    @torch.no_grad()
+    def mean(self, obs: torch.Tensor) -> torch.Tensor:
+        """(M, act_dim) action means, policy i at ``obs[i]``."""
+        if self._layers is None:
+            return vmap(self._loc)(self._params, obs)
+        hidden = obs.unsqueeze(1)
+        for layer in self._layers:
+            if isinstance(layer, tuple):
+                weight, bias = layer
+                hidden = torch.baddbmm(bias, hidden, weight)
+            else:
+                hidden = layer(hidden)
+        return hidden.squeeze(1)
+
+
+def _is_plain_mlp(module: nn.Module) -> bool:
+    """A ``Sequential`` of ``Linear`` layers and parameter-free elementwise activations."""
+    if not isinstance(module, nn.Sequential):
+        return False
+    return all(isinstance(layer, nn.Linear) or not any(True for _ in layer.parameters())
+               for layer in module)
+
+
+def _obs_shape(actor: nn.Module) -> tuple[int, ...]:
+    return (int(actor._obs_dim),)  # pylint: disable=protected-access
+
+
+def _act_shape(actor: nn.Module) -> tuple[int, ...]:
+    return (int(actor._act_dim),)  # pylint: disable=protected-access

@@ -11,7 +11,9 @@ on a time-limit truncation or at the end of the rollout, and with zero on a term
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +24,7 @@ from omnisafe.models.actor_critic.constraint_actor_critic import ConstraintActor
 from omnisafe.utils.config import Config
 
 from omnisafe_metacpo.envs import TaskDistributionEnv
+from omnisafe_metacpo.policy import FunctionalPolicy
 from task_distributions import Task
 
 
@@ -67,6 +70,8 @@ class TaskRolloutAdapter(OnPolicyAdapter):
         env_cfgs.update(class_name=TaskDistributionEnv.__name__, split=split)
         cfgs['env_cfgs'] = Config.dict2config(env_cfgs)
         super().__init__(env_id, 1, seed, cfgs)
+        self._split = split
+        self._batched: Any = None  # the BatchedRollout, built on first use
         env = self._env
         while isinstance(env, Wrapper):  # OmniSafe wrappers answer None for max_episode_steps
             env = env._env  # pylint: disable=protected-access
@@ -90,10 +95,67 @@ class TaskRolloutAdapter(OnPolicyAdapter):
         """The running observation normaliser, if observations are normalised."""
         return self.save().get('obs_normalizer')
 
+    def collect_tasks(  # pylint: disable=too-many-arguments
+        self,
+        policy: FunctionalPolicy,
+        thetas: Sequence[torch.Tensor],
+        actor_critic: ConstraintActorCritic,
+        tasks: Sequence[Task],
+        steps: int,
+        seeds: Sequence[int],
+        batched: bool = True,
+        progress: Callable[[int, str], None] | None = None,
+        description: str = '',
+    ) -> list[Batch]:
+        """One rollout per task, policy i (flat parameters ``thetas[i]``) in ``tasks[i]``.
+
+        ``batched``: the M rollouts step together (:mod:`omnisafe_metacpo.batched_rollout`, the
+        fast default); otherwise one after another with :meth:`collect` (the reference). Either
+        way rollout i depends only on (thetas[i], tasks[i], seeds[i]) and the shared observation
+        normaliser.
+
+        Args:
+            policy: The actor as a function of flat parameters.
+            thetas: One flat parameter vector per task.
+            actor_critic: Gives the reward and cost critics.
+            tasks: One task per rollout.
+            steps: Environment steps per rollout.
+            seeds: One seed per rollout.
+            batched: Use the batched sampler.
+            progress: ``progress(steps, description)`` after every lockstep / environment step.
+            description: What is being sampled, for ``progress``.
+        """
+        critics = (actor_critic.reward_critic, actor_critic.cost_critic)
+        if batched:
+            # Imported here: batched_rollout builds on this module's Batch and rollout_noise.
+            from omnisafe_metacpo.batched_rollout import BatchedRollout
+
+            if self._batched is None:
+                self._batched = BatchedRollout(self._env_id, self._split, self._cfgs.algo_cfgs,
+                                               self.obs_normalizer, self.observation_space,
+                                               self.action_space)
+            return self._batched.collect(policy, thetas, critics, tasks, steps, seeds,
+                                         progress, description)
+        batches = []
+        for theta, task, seed in zip(thetas, tasks, seeds, strict=True):
+            # The policy is evaluated as the batched sampler evaluates it (a stack of one), so
+            # that the two paths differ only in how environments, wrappers and buffers are run.
+            actor = policy.stacked(theta.detach().unsqueeze(0))
+            batches.append(self.collect(actor, actor_critic, task, steps, seed))
+            if progress is not None:
+                progress(steps, description)
+        return batches
+
+    def close(self) -> None:
+        """Close the adapter's environments (the batched sampler's too)."""
+        if self._batched is not None:
+            self._batched.close()
+        super().close()
+
     @torch.no_grad()
     def collect(  # pylint: disable=too-many-locals
         self,
-        actor: torch.nn.Module,
+        actor: Callable[[torch.Tensor], torch.distributions.Normal],
         actor_critic: ConstraintActorCritic,
         task: Task,
         steps: int,
@@ -101,17 +163,20 @@ class TaskRolloutAdapter(OnPolicyAdapter):
     ) -> Batch:
         """Run ``actor`` for ``steps`` environment steps in ``task`` and compute advantages.
 
-        The env is reset with ``seed`` and torch's sampling is seeded with it too, so a rollout
-        depends only on (policy, task, seed): what makes runs reproducible and resumable.
+        The env is reset with ``seed`` and the action noise is ``rollout_noise(seed, ...)``, so a
+        rollout depends only on (policy, task, seed, normaliser): what makes runs reproducible and
+        resumable. This is the sequential reference of the batched sampler
+        (:mod:`omnisafe_metacpo.batched_rollout`), which must give the same rollouts.
 
         Args:
-            actor: The policy to run (its module parameters are used as they are).
+            actor: The policy to run: an actor module or a
+                :class:`~omnisafe_metacpo.policy.StackedActor` of one policy.
             actor_critic: Gives the reward and cost critics for the advantages.
             task: The task every episode of this rollout runs in.
             steps: Number of environment steps.
             seed: Seed of the layouts and of the action noise.
         """
-        torch.manual_seed(seed)
+        noise = rollout_noise(seed, steps, self.action_space.shape[0])
         self._env.set_task(task, hold=True)  # every episode of this rollout runs in ``task``
         obs, _ = self.reset(seed=seed)
         buffer = VectorOnPolicyBuffer(
@@ -134,7 +199,7 @@ class TaskRolloutAdapter(OnPolicyAdapter):
         returns, costs, lengths = [], [], []
         for step in range(steps):
             dist = actor(obs)
-            act = dist.sample()
+            act = dist.mean + dist.stddev * noise[step]
             logp = dist.log_prob(act).sum(-1)
             value_r, value_c = reward_critic(obs)[0], cost_critic(obs)[0]
             next_obs, reward, cost, terminated, truncated, info = self.step(act)
@@ -174,6 +239,16 @@ class TaskRolloutAdapter(OnPolicyAdapter):
             ep_costs=costs,
             ep_lengths=lengths,
         )
+
+
+def rollout_noise(seed: int, steps: int, act_dim: int) -> torch.Tensor:
+    """Standard normal action noise (steps, act_dim) of the rollout seeded with ``seed``.
+
+    Actions are ``mean + std * noise`` (reparametrised sampling): drawing the noise of each rollout
+    from its own generator makes a rollout independent of which other rollouts are sampled beside
+    it (the batched sampler, distributed ranks) and of torch's global random state.
+    """
+    return torch.randn((steps, act_dim), generator=torch.Generator().manual_seed(seed))
 
 
 def rollout_seed(*key: int) -> int:

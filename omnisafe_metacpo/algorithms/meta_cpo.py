@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from omnisafe_metacpo.config import validate_meta_config
 from omnisafe_metacpo.cpo_step import CPOCase, CPOStepError, cpo_step
 from omnisafe_metacpo.meta_test import MetaTester
 from omnisafe_metacpo.policy import FunctionalPolicy
+from omnisafe_metacpo.progress import RunProgress
 from omnisafe_metacpo.rollout import Batch, TaskRolloutAdapter, rollout_seed
 
 _TASKS, _ROLLOUT, _CRITIC = 1, 2, 3  # streams of per-iteration seeds
@@ -76,10 +77,6 @@ class MetaCPO(CPO):
             epochs=self._cfgs.train_cfgs.epochs,
         ).to(self._device)
         self._policy = FunctionalPolicy(self._actor_critic.actor)
-        # Rollouts run a copy of the actor holding phi_k (values only): the meta-policy itself is
-        # never overwritten by a task's adaptation.
-        self._rollout_actor = copy.deepcopy(self._actor_critic.actor)
-        self._rollout_policy = FunctionalPolicy(self._rollout_actor)
         self._learner = InnerLearner(
             self._policy,
             self._cfgs.algo_cfgs,
@@ -93,6 +90,7 @@ class MetaCPO(CPO):
         self._consecutive_failures = 0
         self._elapsed_before = 0.0
         self._last_metrics = (float('nan'),) * 3
+        self._progress_callback: Callable[[int, str], None] | None = None
 
     def _init_log(self) -> None:
         resume_dir = self._cfgs.train_cfgs.resume
@@ -154,13 +152,30 @@ class MetaCPO(CPO):
             f'{self._cfgs.algo_cfgs.num_tasks} tasks x ({self._cfgs.algo_cfgs.inner_steps} + 1) '
             f'rollouts of {self._rollout_steps} steps',
         )
+        # A progress bar over the run's environment steps (only on a terminal): the sampler
+        # reports every lockstep, with the task group and inner step being sampled.
+        progress = RunProgress(epochs * self._steps_per_epoch,
+                               self._start_iteration * self._steps_per_epoch)
+        self._progress_callback = progress.advance
+        progress.start()
+        try:
+            self._train(start, epochs)
+        finally:
+            progress.close()
+            self._progress_callback = None
+        self._logger.close()
+        self._env.close()
+        return self._last_metrics
+
+    def _train(self, start: float, epochs: int) -> None:
+        """Meta-iterations (with meta-tests, logs, saves and checkpoints) up to ``epochs``."""
         for iteration in range(self._start_iteration, epochs):
             epoch_start = time.time()
             self._meta_iteration(iteration)
             if self._meta_tester.due(iteration, epochs):
                 test_start = time.time()
                 self._meta_tester.run(self._policy.flat_params(), self._actor_critic,
-                                      self._rollout_actor, self._env.obs_normalizer, self._logger)
+                                      self._env.obs_normalizer, self._logger)
                 self._logger.store({'Time/MetaTest': time.time() - test_start})
             self._logger.store({
                 'Train/Epoch': iteration,
@@ -175,9 +190,6 @@ class MetaCPO(CPO):
                 self._logger.torch_save()
             if (iteration + 1) % self._cfgs.train_cfgs.checkpoint_freq == 0 or last:
                 checkpoint.save(self, iteration, time.time() - start)
-        self._logger.close()
-        self._env.close()
-        return self._last_metrics
 
     def _meta_iteration(self, iteration: int) -> None:
         cfgs = self._cfgs.algo_cfgs
@@ -188,25 +200,22 @@ class MetaCPO(CPO):
 
         grad_f = torch.zeros_like(theta)
         grad_g = torch.zeros_like(theta)
-        results: list[TaskResult] = []
         stats = AdaptationStats()
         fault = False
         self._meta_log = {'Meta/Case': -1, 'Meta/StepFraction': 0.0, 'Meta/Backtracks': 0,
                           'Meta/Accepted': 0.0, 'Meta/StepNorm': 0.0, 'Meta/b': float('nan')}
-        for index, task in enumerate(tasks):
-            result, (loss_f, loss_g) = self._adapt_task(theta, task, iteration, index, stats,
-                                                        timers)
-            tick = time.time()
+        results, losses = self._adapt_tasks(theta, tasks, iteration, stats, timers)
+        tick = time.time()
+        for loss_f, loss_g in losses:
             # dF_i/dtheta and dG_i/dtheta through all K steps: the exact chain of eq. (11).
             d_f = torch.autograd.grad(loss_f, theta, retain_graph=True)[0]
             d_g = torch.autograd.grad(loss_g, theta)[0]
-            timers['MetaGrad'] += time.time() - tick
             if not (torch.isfinite(d_f).all() and torch.isfinite(d_g).all()):
                 fault = True
                 self._faults['non_finite'] += 1
             grad_f += d_f / cfgs.num_tasks
             grad_g += d_g / cfgs.num_tasks
-            results.append(result)
+        timers['MetaGrad'] = time.time() - tick
 
         tick = time.time()
         accepted = False if fault else self._meta_step(theta.detach(), grad_f, grad_g, results)
@@ -218,37 +227,54 @@ class MetaCPO(CPO):
         timers['Critic'] = time.time() - tick
         self._log_iteration(results, stats, grad_f, grad_g, timers)
 
-    def _adapt_task(
+    def _adapt_tasks(
         self,
         theta: torch.Tensor,
-        task: Any,
+        tasks: list[Any],
         iteration: int,
-        index: int,
         stats: AdaptationStats,
         timers: dict[str, float],
-    ) -> tuple[TaskResult, tuple[torch.Tensor, torch.Tensor]]:
-        """K inner steps on ``task`` from phi_0 = theta, then D_K and (F_i, G_i) (Alg. 1, 4-12)."""
+    ) -> tuple[list[TaskResult], list[tuple[torch.Tensor, torch.Tensor]]]:
+        """K inner steps on every task from phi_0 = theta, then D_K and (F_i, G_i) (Alg. 1, 4-12).
+
+        The M rollouts of inner step k are sampled together (one batched rollout of M policies,
+        ``algo_cfgs.sampler``), then every task takes its own differentiable CPO step. Rollout
+        seeds depend on (seed, iteration, task, k) only, so a task's data does not depend on which
+        other tasks are sampled beside it.
+        """
         cfgs = self._cfgs.algo_cfgs
-        phi = theta  # phi_0 = theta: a graph node of theta, never aliased with another task's phi
-        records: list[StepRecord] = []
+        # phi_0 = theta for every task: a graph node of theta; each task's phi is re-bound by its
+        # own steps, never modified in place, so tasks never share adapted parameters.
+        phis = [theta] * len(tasks)
+        records: list[list[StepRecord]] = [[] for _ in tasks]
+        seeds = range(len(tasks))
         for k in range(cfgs.inner_steps + 1):
             tick = time.time()
-            self._rollout_policy.load(phi)
-            batch = self._env.collect(self._rollout_actor, self._actor_critic, task,
-                                      self._rollout_steps,
-                                      rollout_seed(self._seed, iteration, _ROLLOUT, index, k))
+            batches = self._env.collect_tasks(
+                self._policy, phis, self._actor_critic, tasks, self._rollout_steps,
+                [rollout_seed(self._seed, iteration, _ROLLOUT, index, k) for index in seeds],
+                batched=cfgs.sampler == 'batched', progress=self._progress_callback,
+                description=f'meta-iteration {iteration + 1}: '
+                + (f'inner step {k + 1}/{cfgs.inner_steps}' if k < cfgs.inner_steps
+                   else 'post-adaptation rollouts'),
+            )
             timers['Rollout'] += time.time() - tick
             if k == cfgs.inner_steps:
                 break
             tick = time.time()
-            phi, record = self._learner.inner_step(phi, batch, cfgs.cost_limit, create_graph=True)
+            for index, batch in enumerate(batches):
+                phis[index], record = self._learner.inner_step(phis[index], batch,
+                                                               cfgs.cost_limit, create_graph=True)
+                stats.record(record)
+                if record.fault is not None:
+                    self._faults[record.fault] += 1
+                records[index].append(record)
             timers['Inner'] += time.time() - tick
-            stats.record(record)
-            if record.fault is not None:
-                self._faults[record.fault] += 1
-            records.append(record)
-        loss_f, loss_g = self._learner.surrogates(phi, batch)
-        return TaskResult(records, batch, phi.detach()), (loss_f, loss_g)
+        results = [TaskResult(task_records, post, phi.detach())
+                   for task_records, post, phi in zip(records, batches, phis, strict=True)]
+        losses = [self._learner.surrogates(phi, post) for phi, post in zip(phis, batches,
+                                                                          strict=True)]
+        return results, losses
 
     def _meta_step(
         self,

@@ -93,8 +93,10 @@ def test_cli_train_on_standard_id(run_dir: str) -> None:
     assert len(_rows(os.path.join(experiment, seed_dir))) == 1
 
 
-def test_same_seed_same_progress(run_dir: str) -> None:
-    first, second = _agent(os.path.join(run_dir, 'a')), _agent(os.path.join(run_dir, 'b'))
+@pytest.mark.parametrize('sampler', ['batched', 'sequential'])
+def test_same_seed_same_progress(run_dir: str, sampler: str) -> None:
+    first, second = (_agent(os.path.join(run_dir, name), algo_cfgs={'sampler': sampler})
+                     for name in 'ab')
     first.learn()
     second.learn()
     rows_a, rows_b = _rows(first.agent.logger.log_dir), _rows(second.agent.logger.log_dir)
@@ -151,10 +153,9 @@ def test_tasks_do_not_share_parameters(run_dir: str) -> None:
     timers = dict.fromkeys(('Rollout', 'Inner', 'MetaGrad', 'MetaStep', 'Critic'), 0.0)
     stats = meta_cpo_module.AdaptationStats()
     tasks = [algo._env.sample_task() for _ in range(2)]
-    first, _ = algo._adapt_task(theta, tasks[0], 0, 0, stats, timers)
+    (first, second), _ = algo._adapt_tasks(theta, tasks, 0, stats, timers)
     assert torch.equal(theta.detach(), before)
     assert torch.equal(algo._policy.flat_params(), before)  # the meta-policy module untouched
-    second, _ = algo._adapt_task(theta, tasks[1], 0, 1, stats, timers)
     assert not torch.equal(first.phi_final, second.phi_final)
 
 
@@ -221,13 +222,13 @@ def test_solver_failures_are_rejected_counted_then_stop(run_dir: str,
 
 def test_non_finite_gradient_is_rejected_and_counted(run_dir: str,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    real_adapt = meta_cpo_module.MetaCPO._adapt_task
+    real_adapt = meta_cpo_module.MetaCPO._adapt_tasks
 
     def nan_adapt(self, *args, **kwargs):
-        result, (loss_f, loss_g) = real_adapt(self, *args, **kwargs)
-        return result, (loss_f * float('nan'), loss_g)
+        results, losses = real_adapt(self, *args, **kwargs)
+        return results, [(loss_f * float('nan'), loss_g) for loss_f, loss_g in losses]
 
-    monkeypatch.setattr(meta_cpo_module.MetaCPO, '_adapt_task', nan_adapt)
+    monkeypatch.setattr(meta_cpo_module.MetaCPO, '_adapt_tasks', nan_adapt)
     agent = _agent(run_dir, train_cfgs={'total_steps': 400})
     before = agent.agent._policy.flat_params()
     agent.learn()
