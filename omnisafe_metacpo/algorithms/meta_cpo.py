@@ -13,7 +13,6 @@ from omnisafe.algorithms import registry
 from omnisafe.algorithms.on_policy.second_order.cpo import CPO
 from omnisafe.common.logger import Logger
 from omnisafe.models.actor_critic.constraint_actor_critic import ConstraintActorCritic
-from torch.utils.data import DataLoader, TensorDataset
 
 from omnisafe_metacpo import checkpoint, compat
 from omnisafe_metacpo.adaptation import AdaptationStats, InnerLearner, StepRecord
@@ -364,13 +363,14 @@ class MetaCPO(CPO):
         target_r = torch.cat([b.target_value_r for b in batches])
         target_c = torch.cat([b.target_value_c for b in batches])
         generator = torch.Generator().manual_seed(rollout_seed(self._seed, iteration, _CRITIC))
-        loader = DataLoader(TensorDataset(obs, target_r, target_c),
-                            batch_size=self._cfgs.algo_cfgs.batch_size, shuffle=True,
-                            generator=generator)
+        batch_size = self._cfgs.algo_cfgs.batch_size
         for _ in range(self._cfgs.algo_cfgs.update_iters):
-            for obs_b, target_r_b, target_c_b in loader:
-                self._update_reward_critic(obs_b, target_r_b)
-                self._update_cost_critic(obs_b, target_c_b)
+            # Shuffled minibatches by indexing the tensors (a DataLoader over a TensorDataset
+            # fetches and collates 512 single samples per minibatch: most of the fit's time).
+            order = torch.randperm(obs.shape[0], generator=generator)
+            for index in order.split(batch_size):
+                self._update_reward_critic(obs[index], target_r[index])
+                self._update_cost_critic(obs[index], target_c[index])
         with torch.no_grad():
             self._logger.store({
                 'Value/reward': self._actor_critic.reward_critic(obs)[0].mean().item(),
