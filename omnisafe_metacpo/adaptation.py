@@ -39,6 +39,12 @@ class StepRecord:
     case: int
     backtracks: int
     fault: str | None = None
+    #: KL(pi_phi_k || pi_phi_k+1) on D_k's states: how far the step moved the action distribution
+    #: (with the Euclidean metric nothing in the step itself bounds it). NaN when not measured.
+    kl: float = float('nan')
+    #: L_C(phi_k+1) - L_C(phi_k) on D_k: the cost change the importance-sampled surrogate predicts,
+    #: to compare with the change measured on the next rollout. NaN when not measured.
+    predicted_cost_change: float = float('nan')
 
 
 @dataclass
@@ -51,12 +57,14 @@ class AdaptationStats:
     rejected: int = 0
     non_finite: int = 0
     solver_errors: int = 0
+    kls: list[float] = field(default_factory=list)
 
     def record(self, record: StepRecord) -> None:
         """Count one inner step (a step rejected by a fault has no case)."""
         if record.fault is None:
             self.cases[CPOCase(record.case).name] += 1
         self.fractions.append(record.fraction)
+        self.kls.append(record.kl)
         self.backtracks.append(record.backtracks)
         self.rejected += int(record.fraction == 0.0)
         self.non_finite += int(record.fault == 'non_finite')
@@ -162,10 +170,16 @@ class InnerLearner:
         if not bool(torch.isfinite(x).all()):
             return phi, StepRecord(batch, cost_value, 0.0, case, 0, fault='non_finite')
 
-        backtracks = 0
-        if fraction is None:
-            fraction, backtracks = self._search(phi.detach(), x.detach(), batch, case, b, delta)
-        return phi + fraction * x, StepRecord(batch, cost_value, fraction, case, backtracks)
+        if fraction is not None:  # a replay (meta line search): no search, no diagnostics
+            return phi + fraction * x, StepRecord(batch, cost_value, fraction, case, 0)
+        fraction, backtracks = self._search(phi.detach(), x.detach(), batch, case, b, delta)
+        new_phi = phi + fraction * x
+        with torch.no_grad():
+            old, new = phi.detach(), new_phi.detach()
+            kl = float(self.policy.kl(old, new, batch.obs))
+            predicted = float(self.surrogates(new, batch)[1] - self.surrogates(old, batch)[1])
+        return new_phi, StepRecord(batch, cost_value, fraction, case, backtracks, kl=kl,
+                                   predicted_cost_change=predicted)
 
     # -- 4. backtracking on D_k -------------------------------------------------------------------
     @torch.no_grad()

@@ -130,7 +130,7 @@ class MetaCPO(CPO):
         keys += ['MetaTrain/PreAdapt/EpRet', 'MetaTrain/PreAdapt/EpCost']
         keys += [f'MetaTrain/Inner/Case/{case.name}' for case in CPOCase]
         keys += ['MetaTrain/Inner/StepFraction', 'MetaTrain/Inner/Backtracks',
-                 'MetaTrain/Inner/Rejected']
+                 'MetaTrain/Inner/Rejected', *self._INNER_DIAGNOSTICS]
         keys += ['Meta/GradNormF', 'Meta/GradNormG', 'Meta/b', 'Meta/Case', 'Meta/StepFraction',
                  'Meta/Backtracks', 'Meta/Accepted', 'Meta/StepNorm']
         keys += ['Faults/NonFinite', 'Faults/SolverErrors']
@@ -410,8 +410,41 @@ class MetaCPO(CPO):
         })
         self._logger.store({f'MetaTrain/Inner/Case/{name}': count
                             for name, count in stats.cases.items()})
+        self._logger.store(self._inner_diagnostics(results))
         self._logger.store(self._meta_log)
         self._logger.store({f'Time/{name}': value for name, value in timers.items()})
+
+    def _inner_diagnostics(self, results: list[TaskResult]) -> dict[str, float]:
+        """How far the inner steps moved the policy, and whether the surrogates foresaw the cost.
+
+        Per inner step k of every task: the KL between pi_phi_k and pi_phi_k+1 on D_k's states,
+        the cost change the surrogate predicted on D_k (L_C(phi_k+1) - L_C(phi_k)) and the change
+        measured by the next rollout (J_C(D_k+1) - J_C(D_k), cost per episode). Steps rejected
+        by a fault are left out.
+        """
+        kls, predicted, measured = [], [], []
+        for result in results:
+            costs = [r.cost_value for r in result.records]
+            costs.append(self._learner.cost_value(result.post))
+            for k, record in enumerate(result.records):
+                if record.fault is None:
+                    kls.append(record.kl)
+                    predicted.append(record.predicted_cost_change)
+                    measured.append(costs[k + 1] - costs[k])
+        if not kls:
+            return dict.fromkeys(self._INNER_DIAGNOSTICS, float('nan'))
+        return {
+            'MetaTrain/Inner/KL': float(np.mean(kls)),
+            'MetaTrain/Inner/KLMax': float(np.max(kls)),
+            'MetaTrain/Inner/PredictedCostChange': float(np.mean(predicted)),
+            'MetaTrain/Inner/MeasuredCostChange': float(np.mean(measured)),
+            'MetaTrain/Inner/CostChangeError': float(np.mean(np.abs(np.subtract(predicted,
+                                                                                measured)))),
+        }
+
+    _INNER_DIAGNOSTICS = ('MetaTrain/Inner/KL', 'MetaTrain/Inner/KLMax',
+                          'MetaTrain/Inner/PredictedCostChange',
+                          'MetaTrain/Inner/MeasuredCostChange', 'MetaTrain/Inner/CostChangeError')
 
     # ---------------------------------------------------------------------------- checkpoints
     def _restore(self, state: dict[str, Any]) -> None:

@@ -48,7 +48,9 @@ def test_learn_logs_evaluate_and_meta_test(run_dir: str, algo: str) -> None:
     assert len(rows) == 2
     assert [float(r['TotalEnvSteps']) for r in rows] == [400.0, 800.0]
     for key in ('MetaTest/EpRet/step_0', 'MetaTest/EpCost/step_1', 'Meta/StepFraction',
-                'MetaTrain/PreAdapt/EpRet', 'Time/Rollout', 'Time/MetaGrad', 'Faults/NonFinite'):
+                'MetaTrain/PreAdapt/EpRet', 'Time/Rollout', 'Time/MetaGrad', 'Faults/NonFinite',
+                'MetaTrain/Inner/KL', 'MetaTrain/Inner/PredictedCostChange',
+                'MetaTrain/Inner/MeasuredCostChange'):
         assert rows[-1][key] not in ('', 'nan'), key
     # Saved policies are tensors only, resume state lives outside torch_save/.
     saved = sorted(os.listdir(os.path.join(log_dir, 'torch_save')))
