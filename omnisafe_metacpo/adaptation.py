@@ -201,7 +201,7 @@ class InnerLearner:
             return (
                 float(loss_r - loss_r0),
                 cost_increase,
-                float(self.trust_region_measure(phi, candidate, batch.obs)),
+                float(self.trust_region_measure(phi, candidate, batch.obs, delta)),
             )
 
         result = self.line_search(x, evaluate, case, b, delta)
@@ -218,15 +218,17 @@ class InnerLearner:
         """Backtracking on (reward, cost, trust region), shared by inner and meta steps.
 
         Unconstrained (MetaTRPO): b = -1 keeps the reward check and ``evaluate`` reports no cost
-        increase. The trust-region bound gets a 1e-6 relative tolerance: with the Euclidean metric
-        the full step lies exactly on the boundary, and rounding must not reject it.
+        increase. ``evaluate`` reports the trust-region distance in units of its bound
+        (:meth:`trust_region_measure`), accepted up to 1 with a 1e-6 relative tolerance: with the
+        Euclidean metric the full step lies exactly on the boundary, and rounding must not reject
+        it.
         """
         return backtracking_line_search(
             x,
             evaluate,
             case,
             b=b if self.constrained else -1.0,
-            max_kl=delta * (1 + 1e-6),
+            max_kl=1 + 1e-6,
             decay=self.cfgs.backtrack_coeff,
             max_steps=self.cfgs.backtrack_steps,
         )
@@ -236,11 +238,23 @@ class InnerLearner:
         phi_old: torch.Tensor,
         phi_new: torch.Tensor,
         obs: torch.Tensor,
+        delta: float,
     ) -> torch.Tensor:
-        """KL(pi_old || pi_new) for the Fisher metric, 0.5 ||phi_new - phi_old||^2 for Euclidean."""
+        """How far ``phi_new`` is from ``phi_old``, in units of the trust region (<= 1: inside).
+
+        Fisher metric: KL(pi_old || pi_new) / delta. Euclidean (the paper's): 0.5 ||dphi||^2 /
+        delta, which the full step always meets and which says nothing about how far the action
+        distribution moved; with ``algo_cfgs.kl_bound`` set, the larger of that and
+        KL / kl_bound, so the line search also shrinks Euclidean steps whose KL exceeds the bound
+        (what OmniSafe's CPO always checks with its ``target_kl``).
+        """
         if self.cfgs.metric == 'fisher':
-            return self.policy.kl(phi_old, phi_new, obs)
-        return 0.5 * (phi_new - phi_old).pow(2).sum()
+            return self.policy.kl(phi_old, phi_new, obs) / delta
+        measure = 0.5 * (phi_new - phi_old).pow(2).sum() / delta
+        kl_bound = self.cfgs.get('kl_bound')
+        if kl_bound is not None:
+            measure = torch.maximum(measure, self.policy.kl(phi_old, phi_new, obs) / kl_bound)
+        return measure
 
     # -- the K steps of one task ------------------------------------------------------------------
     def replay(

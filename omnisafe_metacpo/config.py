@@ -60,6 +60,8 @@ def validate_meta_config(cfgs: Any, env_id: str) -> None:
     _require(algo.dco_backend in BACKENDS, 'algo_cfgs.dco_backend', algo.dco_backend,
              ' or '.join(BACKENDS))
     _require(algo.metric in METRICS, 'algo_cfgs.metric', algo.metric, ' or '.join(METRICS))
+    _require(algo.kl_bound is None or (_number(algo.kl_bound) and algo.kl_bound > 0),
+             'algo_cfgs.kl_bound', algo.kl_bound, 'null or a finite number > 0')
     _require(algo.sampler in SAMPLERS, 'algo_cfgs.sampler', algo.sampler, ' or '.join(SAMPLERS))
     if algo.sampler == 'batched':
         # The batched sampler applies observation normalisation itself; OmniSafe's reward and

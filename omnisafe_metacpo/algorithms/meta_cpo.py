@@ -327,7 +327,8 @@ class MetaCPO(CPO):
             loss_f, loss_g = post_losses(candidate)
             cost_increase = loss_g - base_g if self.constrained else 0.0
             with torch.no_grad():
-                divergence = float(self._learner.trust_region_measure(theta, candidate, obs))
+                divergence = float(self._learner.trust_region_measure(theta, candidate, obs,
+                                                                      cfgs.meta_delta))
             return loss_f - base_f, cost_increase, divergence
 
         search = self._learner.line_search(x, evaluate, int(step.case), b_theta, cfgs.meta_delta)
