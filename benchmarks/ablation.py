@@ -1,0 +1,170 @@
+"""Why does Meta-CPO's adapted cost exceed h? One setting changed at a time, measured.
+
+Each variant is MetaCPO with the paper's settings but one change (metric, a KL bound on the
+Euclidean steps, the inner trust region, K, the rollout length per inner step). Every run is
+trained through the stock CLI (``omnisafe train``), then its final policy is meta-tested on the
+same unseen test tasks with its own adaptation rule (``meta_test_saved_run``: fresh critics,
+``adapt_steps`` CPO steps at the test-time cost limit). Also read from ``progress.csv`` (mean of
+the last three meta-iterations): the KL of the inner steps, the cost change the surrogate
+predicted against the one measured by the next rollout, and the training cost after adaptation.
+
+    python benchmarks/ablation.py [--env-id MetaPointCircle-v0] [--total-steps 300000]
+        [--seeds 0 1 2] [--variants paper fisher ...] [--workers 2] [--root runs/ablation]
+
+Resumable: a run with a ``meta_test.json`` is not redone; an unfinished one is started again.
+Results: ``benchmarks/results/ablation_<env>.csv`` and ``.md`` (mean and standard error over
+seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+BIN = os.path.dirname(sys.executable)
+
+#: One change each against the paper's settings (algo_cfgs keys and values).
+VARIANTS: dict[str, dict[str, object]] = {
+    'paper': {},
+    'fisher': {'metric': 'fisher'},
+    'kl_bound_0.01': {'kl_bound': 0.01},
+    'inner_delta_0.001': {'inner_delta': 0.001},
+    'K_2': {'inner_steps': 2},
+    'rollout_2000': {'steps_per_epoch': 60000},
+}
+#: Diagnostics read from progress.csv (mean of the last three meta-iterations).
+DIAGNOSTICS = ('Metrics/EpCost', 'Metrics/EpRet', 'MetaTrain/PreAdapt/EpCost',
+               'MetaTrain/Inner/KL', 'MetaTrain/Inner/KLMax',
+               'MetaTrain/Inner/PredictedCostChange', 'MetaTrain/Inner/MeasuredCostChange',
+               'MetaTrain/Inner/CostChangeError')
+
+
+def _run_dir(root: str, env_id: str, variant: str, seed: int) -> str:
+    return os.path.join(root, env_id, variant, f'seed-{seed}')
+
+
+def _progress_csv(log_dir: str) -> str | None:
+    for dirpath, _, files in os.walk(log_dir):
+        if 'progress.csv' in files:
+            return os.path.join(dirpath, 'progress.csv')
+    return None
+
+
+def run_one(root: str, env_id: str, variant: str, seed: int, args: argparse.Namespace) -> dict:
+    """Train (unless done), meta-test, and return the row of one (variant, seed)."""
+    log_dir = _run_dir(root, env_id, variant, seed)
+    result_path = os.path.join(log_dir, 'meta_test.json')
+    if not os.path.isfile(result_path):
+        shutil.rmtree(log_dir, ignore_errors=True)  # an unfinished run starts again
+        os.makedirs(log_dir)
+        command = [os.path.join(BIN, 'omnisafe'), 'train', '--algo', 'MetaCPO',
+                   '--env-id', env_id, '--total-steps', str(args.total_steps),
+                   '--log-dir', log_dir, '--custom-cfgs', 'seed', '--custom-cfgs', str(seed),
+                   '--custom-cfgs', 'meta_test_cfgs:freq', '--custom-cfgs', '0',
+                   '--custom-cfgs', 'logger_cfgs:use_tensorboard', '--custom-cfgs', 'False']
+        for key, value in VARIANTS[variant].items():
+            command += ['--custom-cfgs', f'algo_cfgs:{key}', '--custom-cfgs', str(value)]
+        start = time.time()
+        with open(os.path.join(log_dir, 'train.log'), 'w', encoding='utf-8') as log:
+            subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
+        from omnisafe_metacpo.meta_test import meta_test_saved_run
+
+        run_path = os.path.dirname(_progress_csv(log_dir))
+        results = meta_test_saved_run(run_path, overrides={
+            'num_tasks': args.test_tasks, 'adapt_steps': args.adapt_steps,
+            'rollout_steps': args.test_rollout_steps})
+        results['train_seconds'] = time.time() - start
+        with open(result_path, 'w', encoding='utf-8') as file:
+            json.dump(results, file, indent=2)
+    with open(result_path, encoding='utf-8') as file:
+        results = json.load(file)
+    with open(_progress_csv(log_dir), encoding='utf-8') as file:
+        rows = list(csv.DictReader(file))[-3:]
+    for key in DIAGNOSTICS:
+        results[key] = float(np.mean([float(row[key]) for row in rows]))
+    print(f'done {env_id} {variant} seed {seed}', flush=True)
+    return {'variant': variant, 'seed': seed, **results}
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    array = np.asarray(values, dtype=float)
+    se = float(array.std(ddof=1) / np.sqrt(len(array))) if len(array) > 1 else float('nan')
+    return float(array.mean()), se
+
+
+def main() -> None:
+    """Run every (variant, seed), then write the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--env-id', default='MetaPointCircle-v0')
+    parser.add_argument('--total-steps', type=int, default=300000)
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument('--workers', type=int, default=2)
+    parser.add_argument('--root', default=os.path.join(REPO, 'runs', 'ablation'))
+    parser.add_argument('--test-tasks', type=int, default=5)
+    parser.add_argument('--adapt-steps', type=int, default=5)
+    parser.add_argument('--test-rollout-steps', type=int, default=1000)
+    args = parser.parse_args()
+    if '.' in os.path.abspath(args.root):
+        parser.error(f'--root {args.root}: OmniSafe needs a run directory without dots')
+    jobs = [(variant, seed) for variant in args.variants for seed in args.seeds]
+    with ThreadPoolExecutor(args.workers) as pool:
+        rows = list(pool.map(lambda job: run_one(args.root, args.env_id, *job, args), jobs))
+
+    adapt = args.adapt_steps
+    columns = {
+        'test_return_step0': 'MetaTest/EpRet/step_0',
+        'test_cost_step0': 'MetaTest/EpCost/step_0',
+        f'test_return_step{adapt}': f'MetaTest/EpRet/step_{adapt}',
+        f'test_cost_step{adapt}': f'MetaTest/EpCost/step_{adapt}',
+        'train_cost_adapted': 'Metrics/EpCost',
+        'inner_kl': 'MetaTrain/Inner/KL',
+        'inner_kl_max': 'MetaTrain/Inner/KLMax',
+        'predicted_cost_change': 'MetaTrain/Inner/PredictedCostChange',
+        'measured_cost_change': 'MetaTrain/Inner/MeasuredCostChange',
+        'cost_change_error': 'MetaTrain/Inner/CostChangeError',
+    }
+    table = []
+    for variant in args.variants:
+        mine = [row for row in rows if row['variant'] == variant]
+        entry: dict[str, object] = {'env_id': args.env_id, 'variant': variant,
+                                    'change': json.dumps(VARIANTS[variant]),
+                                    'seeds': len(mine), 'total_steps': args.total_steps}
+        for name, key in columns.items():
+            mean, se = _mean_se([row[key] for row in mine])
+            entry[f'{name}_mean'], entry[f'{name}_se'] = mean, se
+        table.append(entry)
+    stem = os.path.join(HERE, 'results', f'ablation_{args.env_id}')
+    with open(stem + '.csv', 'w', encoding='utf-8', newline='') as file:
+        writer = csv.DictWriter(file, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    shown = ('test_return_step0', 'test_cost_step0', f'test_return_step{adapt}',
+             f'test_cost_step{adapt}', 'train_cost_adapted', 'inner_kl', 'cost_change_error')
+    lines = [f'MetaCPO ablation on {args.env_id}, {args.total_steps:,} env steps per run, seeds '
+             f'{args.seeds}; meta-test: {args.test_tasks} unseen tasks, {adapt} adaptation '
+             f'steps of {args.test_rollout_steps} env steps (mean ± standard error over seeds).',
+             '`' + ' '.join(['python benchmarks/ablation.py', *sys.argv[1:]]) + '`', '',
+             '| variant | ' + ' | '.join(shown) + ' |', '|---' * (len(shown) + 1) + '|']
+    for entry in table:
+        cells = [f'{entry[f"{name}_mean"]:.2f} ± {entry[f"{name}_se"]:.2f}' for name in shown]
+        lines.append(f'| {entry["variant"]} | ' + ' | '.join(cells) + ' |')
+    text = '\n'.join(lines)
+    with open(stem + '.md', 'w', encoding='utf-8') as file:
+        file.write(text + '\n')
+    print(text)
+
+
+if __name__ == '__main__':
+    main()
