@@ -54,7 +54,6 @@ class BatchedRollout:
         split: ``'train'`` or ``'test'``.
         algo_cfgs: The algorithm's ``algo_cfgs`` (GAE and standardisation settings).
         obs_normalizer: The shared running normaliser (updated in place), or ``None``.
-        observation_space: The adapter's observation space (the buffer's layout).
         action_space: The adapter's action space (the policy's range, [-1, 1]).
     """
 
@@ -64,26 +63,22 @@ class BatchedRollout:
         split: str,
         algo_cfgs: Any,
         obs_normalizer: Normalizer | None,
-        observation_space: Any,
         action_space: Any,
     ) -> None:
         self._env_id = env_id
         self._split = split
         self._cfgs = algo_cfgs
         self.obs_normalizer = obs_normalizer
-        self._observation_space = observation_space
-        self._action_space = action_space
+        self._low = torch.as_tensor(action_space.low, dtype=torch.float32)
+        self._high = torch.as_tensor(action_space.high, dtype=torch.float32)
         self._envs: list[Any] = []
 
     def _ensure_envs(self, count: int) -> list[Any]:
         while len(self._envs) < count:
             self._envs.append(task_distributions.make_env(self._env_id, split=self._split))
-        env = self._envs[0]
-        # ActionScale(low=-1, high=1) of OmniSafe's adapter: the policy acts in [-1, 1].
-        self._env_low = torch.as_tensor(env.action_space.low, dtype=torch.float32)
-        self._env_high = torch.as_tensor(env.action_space.high, dtype=torch.float32)
-        self._low = torch.as_tensor(self._action_space.low, dtype=torch.float32)
-        self._high = torch.as_tensor(self._action_space.high, dtype=torch.float32)
+            # OmniSafe's ActionScale(low=-1, high=1) maps the policy's range onto the env's.
+            self._env_low = torch.as_tensor(self._envs[0].action_space.low, dtype=torch.float32)
+            self._env_high = torch.as_tensor(self._envs[0].action_space.high, dtype=torch.float32)
         return self._envs[:count]
 
     def _normalize(self, raw: np.ndarray) -> torch.Tensor:

@@ -132,8 +132,7 @@ class TaskRolloutAdapter(OnPolicyAdapter):
 
             if self._batched is None:
                 self._batched = BatchedRollout(self._env_id, self._split, self._cfgs.algo_cfgs,
-                                               self.obs_normalizer, self.observation_space,
-                                               self.action_space)
+                                               self.obs_normalizer, self.action_space)
             return self._batched.collect(policy, thetas, critics, tasks, steps, seeds,
                                          progress, description)
         batches = []
