@@ -18,6 +18,7 @@ MetaTRPO uses the same code with the cost constraint dropped (the step is TRPO's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,14 +62,19 @@ class AdaptationStats:
 
     def record(self, record: StepRecord) -> None:
         """Count one inner step (a step rejected by a fault has no case)."""
-        if record.fault is None:
-            self.cases[CPOCase(record.case).name] += 1
-        self.fractions.append(record.fraction)
-        self.kls.append(record.kl)
-        self.backtracks.append(record.backtracks)
-        self.rejected += int(record.fraction == 0.0)
-        self.non_finite += int(record.fault == 'non_finite')
-        self.solver_errors += int(record.fault == 'solver')
+        self.count(record.fraction, record.case, record.backtracks, record.fault, record.kl)
+
+    def count(self, fraction: float, case: int, backtracks: int, fault: str | None,
+              kl: float) -> None:
+        """Count one inner step from its outcome (e.g. gathered from another rank)."""
+        if fault is None:
+            self.cases[CPOCase(case).name] += 1
+        self.fractions.append(fraction)
+        self.kls.append(kl)
+        self.backtracks.append(backtracks)
+        self.rejected += int(fraction == 0.0)
+        self.non_finite += int(fault == 'non_finite')
+        self.solver_errors += int(fault == 'solver')
 
 
 class InnerLearner:
@@ -125,8 +131,8 @@ class InnerLearner:
         result = cpo_step(
             g,
             a,
-            torch.as_tensor(b, dtype=g.dtype),
-            torch.as_tensor(delta, dtype=g.dtype),
+            torch.as_tensor(b, dtype=g.dtype, device=g.device),
+            torch.as_tensor(delta, dtype=g.dtype, device=g.device),
             backend=self.cfgs.dco_backend,
             metric=self.cfgs.metric,
             fvp=fvp,
@@ -239,6 +245,7 @@ class InnerLearner:
         phi_new: torch.Tensor,
         obs: torch.Tensor,
         delta: float,
+        mean_over: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """How far ``phi_new`` is from ``phi_old``, in units of the trust region (<= 1: inside).
 
@@ -247,13 +254,20 @@ class InnerLearner:
         distribution moved; with ``algo_cfgs.kl_bound`` set, the larger of that and
         KL / kl_bound, so the line search also shrinks Euclidean steps whose KL exceeds the bound
         (what OmniSafe's CPO always checks with its ``target_kl``).
+
+        ``mean_over`` turns the mean KL over ``obs`` into the mean over more states than this
+        process holds (the meta step over distributed ranks); by default the KL is ``obs``'s.
         """
+        def kl() -> torch.Tensor:
+            value = self.policy.kl(phi_old, phi_new, obs)
+            return value if mean_over is None else mean_over(value)
+
         if self.cfgs.metric == 'fisher':
-            return self.policy.kl(phi_old, phi_new, obs) / delta
+            return kl() / delta
         measure = 0.5 * (phi_new - phi_old).pow(2).sum() / delta
         kl_bound = self.cfgs.get('kl_bound')
         if kl_bound is not None:
-            measure = torch.maximum(measure, self.policy.kl(phi_old, phi_new, obs) / kl_bound)
+            measure = torch.maximum(measure, kl() / kl_bound)
         return measure
 
     # -- the K steps of one task ------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from omnisafe.common.logger import Logger
+from omnisafe.utils.distributed import get_rank
 from torch.utils.tensorboard.writer import SummaryWriter
 
 from omnisafe_metacpo.config import MetaConfigError
@@ -34,7 +35,9 @@ _MUST_MATCH = ('algo', 'env_id', 'seed', 'algo_cfgs', 'model_cfgs', 'meta_test_c
 
 
 def save(algo: Any, iteration: int, elapsed: float) -> None:
-    """Write the checkpoint after ``iteration`` (atomically)."""
+    """Write the checkpoint after ``iteration`` (atomically; rank 0 only: ranks share the state)."""
+    if get_rank() != 0:
+        return
     actor_critic = algo._actor_critic  # pylint: disable=protected-access
     normalizer = algo._env.obs_normalizer  # pylint: disable=protected-access
     state = {
@@ -108,8 +111,13 @@ def resumed_logger(run_dir: str, state: dict[str, Any], cfgs: Any) -> Logger:
     ``Logger.__init__`` always creates ``<log_dir>/<exp_name>/seed-XXX-<time>/``. It is run in a
     scratch directory (that is removed) and the logger is then pointed at the run being resumed:
     its ``progress.csv`` opened for appending after the checkpointed rows, its epoch counter set,
-    and a new TensorBoard event file in its ``tb/``.
+    and a new TensorBoard event file in its ``tb/``. On ranks other than 0 (``--parallel``),
+    which write nothing, it is a plain OmniSafe ``Logger`` (which creates no file there): the
+    run's files are rank 0's.
     """
+    if get_rank() != 0:
+        return Logger(output_dir=run_dir, exp_name='resume', seed=int(cfgs.seed),
+                      use_tensorboard=False, use_wandb=False, config=None)
     rows = int(state['progress_rows'])
     progress = os.path.join(run_dir, 'progress.csv')
     _truncate_progress(progress, rows)

@@ -87,8 +87,10 @@ def validate_meta_config(cfgs: Any, env_id: str) -> None:
     train = cfgs.train_cfgs
     _require(train.vector_env_nums == 1, 'train_cfgs.vector_env_nums', train.vector_env_nums,
              '1 (each environment runs one pinned task)')
-    _require(train.parallel == 1, 'train_cfgs.parallel', train.parallel,
-             '1 (run seeds in parallel with `omnisafe benchmark` instead)')
+    _require(_int(train.parallel) and train.parallel >= 1, 'train_cfgs.parallel', train.parallel,
+             'an integer >= 1 (ranks that share the tasks of each meta-iteration)')
+    validate_dist_timeout(train.dist_timeout)
+    _validate_task_split(algo, _world_size())
     _require(train.total_steps >= algo.steps_per_epoch, 'train_cfgs.total_steps',
              train.total_steps, f'>= algo_cfgs.steps_per_epoch = {algo.steps_per_epoch}')
     _require(_int(train.checkpoint_freq) and train.checkpoint_freq >= 1,
@@ -111,3 +113,30 @@ def validate_meta_config(cfgs: Any, env_id: str) -> None:
              'meta_test_cfgs.rollout_steps', test.rollout_steps, 'an integer >= 1')
     _require(test.cost_limit is None or (_number(test.cost_limit) and test.cost_limit >= 0),
              'meta_test_cfgs.cost_limit', test.cost_limit, 'null or a finite number >= 0')
+
+
+def validate_dist_timeout(value: Any) -> None:
+    """``train_cfgs.dist_timeout``: seconds a collective may wait for the other ranks."""
+    _require(_number(value) and value > 0, 'train_cfgs.dist_timeout', value,
+             'a finite number of seconds > 0 (how long a rank waits for the others before the '
+             'run stops with an error)')
+
+
+def _world_size() -> int:
+    from omnisafe.utils.distributed import world_size
+
+    return world_size()
+
+
+def _validate_task_split(algo: Any, ranks: int) -> None:
+    """Every rank needs a task, and a sample in every critic minibatch (``parallel``)."""
+    if ranks == 1:
+        return
+    _require(algo.num_tasks >= ranks, 'algo_cfgs.num_tasks', algo.num_tasks,
+             f'at least one task per rank: >= {ranks} with {ranks} ranks')
+    # The rank with the fewest tasks holds floor(M / N) of M equal shares of the data, and
+    # contributes batch_size * floor(M / N) / M samples to each critic minibatch.
+    fewest = algo.num_tasks // ranks
+    _require(algo.batch_size * fewest >= algo.num_tasks, 'algo_cfgs.batch_size', algo.batch_size,
+             f'>= {-(-algo.num_tasks // fewest)} with {algo.num_tasks} tasks over {ranks} ranks '
+             '(every rank needs a sample in every critic minibatch)')

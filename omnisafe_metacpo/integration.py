@@ -16,7 +16,9 @@ here without editing OmniSafe:
   :data:`META_ENV_CFGS` are added to whatever algorithm's config is loaded.
 
 Defects of OmniSafe's CLI (dotted paths, its defaults overriding the YAML) are repaired in
-:mod:`omnisafe_metacpo.compat`, also from :func:`install`.
+:mod:`omnisafe_metacpo.compat`, also from :func:`install`; so is ``--parallel N`` for MetaCPO /
+MetaTRPO (their ranks' process group gets ``train_cfgs.dist_timeout``:
+:func:`omnisafe_metacpo.parallel.patch_algo_wrapper`).
 
 :func:`install` runs automatically after ``omnisafe`` is first imported (see
 ``_omnisafe_metacpo_hook.py``).
@@ -154,3 +156,7 @@ def install() -> None:
     compat.patch_evaluator()
     compat.patch_custom_cfgs_parser()
     compat.patch_cli_defaults(is_plugin_algo)
+    # --parallel N: the process group of a torchrun rank gets train_cfgs.dist_timeout.
+    from omnisafe_metacpo import parallel
+
+    parallel.patch_algo_wrapper(is_plugin_algo)

@@ -69,6 +69,10 @@ class TaskRolloutAdapter(OnPolicyAdapter):
         # the stock SafetyGymnasiumEnv). Tasks are pinned by the algorithm (``collect``).
         env_cfgs.update(class_name=TaskDistributionEnv.__name__, split=split)
         cfgs['env_cfgs'] = Config.dict2config(env_cfgs)
+        # Environments, wrappers and the observation normaliser stay on the CPU whatever
+        # train_cfgs.device: stepping is CPU work, rollouts return CPU batches (``Batch``), and
+        # the algorithm moves them to its device (a GPU run of MetaCPO).
+        cfgs.train_cfgs.device = 'cpu'
         super().__init__(env_id, 1, seed, cfgs)
         self._split = split
         self._batched: Any = None  # the BatchedRollout, built on first use

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -13,8 +17,9 @@ from omnisafe.algorithms import registry
 from omnisafe.algorithms.on_policy.second_order.cpo import CPO
 from omnisafe.common.logger import Logger
 from omnisafe.models.actor_critic.constraint_actor_critic import ConstraintActorCritic
+from omnisafe.utils import distributed
 
-from omnisafe_metacpo import checkpoint, compat
+from omnisafe_metacpo import checkpoint, compat, parallel
 from omnisafe_metacpo.adaptation import AdaptationStats, InnerLearner, StepRecord
 from omnisafe_metacpo.config import validate_meta_config
 from omnisafe_metacpo.cpo_step import CPOCase, CPOStepError, cpo_step
@@ -24,6 +29,11 @@ from omnisafe_metacpo.progress import RunProgress
 from omnisafe_metacpo.rollout import Batch, TaskRolloutAdapter, rollout_seed
 
 _TASKS, _ROLLOUT, _CRITIC = 1, 2, 3  # streams of per-iteration seeds
+#: Columns of a task's summary row (``MetaCPO._task_summary``), then :data:`_STEP` per inner step.
+_SUMMARY = ('post_return', 'post_cost', 'post_length', 'pre_return', 'pre_cost', 'samples')
+_STEP = ('fraction', 'backtracks', 'case', 'fault', 'kl', 'predicted_cost_change', 'cost')
+#: Inner-step faults, coded by their index in a summary row.
+_FAULTS = (None, 'non_finite', 'solver')
 
 
 @dataclass
@@ -63,6 +73,10 @@ class MetaCPO(CPO):
     # ------------------------------------------------------------------ set-up (OmniSafe hooks)
     def _init_env(self) -> None:
         validate_meta_config(self._cfgs, self._env_id)
+        # BaseAlgo offsets the seed by 1000 * rank, so that OmniSafe's ranks sample different
+        # data. Here every rank must draw the same M tasks, and task i the same rollout seeds
+        # whichever rank adapts it: everything is seeded from the run's seed, whatever N.
+        self._seed = int(self._cfgs.seed)
         self._env: TaskRolloutAdapter = TaskRolloutAdapter(self._env_id, self._seed, self._cfgs)
         cfgs = self._cfgs.algo_cfgs
         self._rollout_steps = cfgs.steps_per_epoch // (cfgs.num_tasks * (cfgs.inner_steps + 1))
@@ -75,6 +89,9 @@ class MetaCPO(CPO):
             model_cfgs=self._cfgs.model_cfgs,
             epochs=self._cfgs.train_cfgs.epochs,
         ).to(self._device)
+        # All ranks start from rank 0's networks (BaseAlgo seeded each rank differently), as
+        # OmniSafe's PolicyGradient does; rank 0's are those of a one-rank run with this seed.
+        distributed.sync_params(self._actor_critic)
         self._policy = FunctionalPolicy(self._actor_critic.actor)
         self._learner = InnerLearner(
             self._policy,
@@ -90,6 +107,15 @@ class MetaCPO(CPO):
         self._elapsed_before = 0.0
         self._last_metrics = (float('nan'),) * 3
         self._progress_callback: Callable[[int, str], None] | None = None
+        # --parallel N: this rank's share of every meta-iteration's tasks, the rule that keeps
+        # the observation normaliser identical on all ranks, and a watchdog that ends the rank
+        # if its launcher is killed (torchrun ranks run in their own sessions).
+        self._rank = parallel.rank()
+        self._task_indices = parallel.task_indices(self._cfgs.algo_cfgs.num_tasks)
+        self._normalizer_sync = parallel.NormalizerSync(self._env.obs_normalizer)
+        self._digests: list[str] = []
+        if parallel.world_size() > 1:
+            parallel.LauncherWatchdog().start()
 
     def _init_log(self) -> None:
         resume_dir = self._cfgs.train_cfgs.resume
@@ -124,6 +150,21 @@ class MetaCPO(CPO):
         # capped to the usable cores (the stock CLI asks for 16 whatever the machine).
         self._logger.log(f'INFO: {torch.get_num_threads()} torch threads (train_cfgs.torch_threads,'
                          f' at most the {compat.usable_cores()} cores this process may use)')
+        self._log_ranks()
+
+    def _log_ranks(self) -> None:
+        """Say how the tasks are spread over ranks, and each rank's pid (to find a stuck one)."""
+        size = parallel.world_size()
+        if size == 1:
+            return
+        pids = [int(p) for p in parallel.gather_rows(torch.tensor([os.getpid()]))]
+        train = self._cfgs.train_cfgs
+        shares = [len(range(r, self._cfgs.algo_cfgs.num_tasks, size)) for r in range(size)]
+        self._logger.log(
+            f'INFO: {size} ranks ({parallel.backend(train.device)}, collectives time out after '
+            f'train_cfgs.dist_timeout = {train.dist_timeout} s); tasks per rank {shares}; '
+            f'rank pids {pids}',
+        )
 
     def _log_keys(self) -> list[str]:
         keys = ['Metrics/EpRet', 'Metrics/EpCost', 'Metrics/EpLen']
@@ -152,16 +193,27 @@ class MetaCPO(CPO):
             f'rollouts of {self._rollout_steps} steps',
         )
         # A progress bar over the run's environment steps (only on a terminal): the sampler
-        # reports every lockstep, with the task group and inner step being sampled.
+        # reports every lockstep, with the task group and inner step being sampled. With
+        # several ranks only rank 0 draws it, scaling its own steps to all ranks' (M tasks for
+        # its share of them).
         progress = RunProgress(epochs * self._steps_per_epoch,
-                               self._start_iteration * self._steps_per_epoch)
-        self._progress_callback = progress.advance
+                               self._start_iteration * self._steps_per_epoch,
+                               enabled=None if self._rank == 0 else False)
+        share = self._cfgs.algo_cfgs.num_tasks / len(self._task_indices)
+        self._progress_callback = progress.advance if share == 1 else (
+            lambda steps, description: progress.advance(round(steps * share), description))
         progress.start()
         try:
-            self._train(start, epochs)
+            # A rank's error names the rank, and stops the other ranks instead of leaving them
+            # waiting in a collective (torchrun ends the run when one rank fails).
+            with parallel.rank_failures(self._cfgs.train_cfgs.dist_timeout):
+                self._train(start, epochs)
         finally:
             progress.close()
             self._progress_callback = None
+        if parallel.world_size() > 1:
+            self._logger.log(f'INFO: state digest per rank after the last meta-iteration: '
+                             f'{self._digests} (theta, critics and their optimisers, normaliser)')
         self._logger.close()
         self._env.close()
         return self._last_metrics
@@ -171,14 +223,17 @@ class MetaCPO(CPO):
         for iteration in range(self._start_iteration, epochs):
             epoch_start = time.time()
             self._meta_iteration(iteration)
-            if self._meta_tester.due(iteration, epochs):
+            if self._meta_tester.due(iteration, epochs) and self._rank == 0:
+                # Meta-testing runs on rank 0 alone (every rank holds the same theta, critics
+                # and normaliser): its results are those of a one-rank run with the same state.
+                # The other ranks wait for it at the logger's collectives below.
                 test_start = time.time()
-                self._meta_tester.run(self._policy.flat_params(), self._actor_critic,
+                self._meta_tester.run(self._policy.flat_params().cpu(), self._rollout_critics(),
                                       self._env.obs_normalizer, self._logger)
                 self._logger.store({'Time/MetaTest': time.time() - test_start})
+            self._store({'Train/Epoch': iteration,
+                         'TotalEnvSteps': (iteration + 1) * self._steps_per_epoch})
             self._logger.store({
-                'Train/Epoch': iteration,
-                'TotalEnvSteps': (iteration + 1) * self._steps_per_epoch,
                 'Time/Epoch': time.time() - epoch_start,
                 'Time/Total': time.time() - start,
                 'Time/FPS': self._steps_per_epoch / (time.time() - epoch_start),
@@ -192,71 +247,99 @@ class MetaCPO(CPO):
 
     def _meta_iteration(self, iteration: int) -> None:
         cfgs = self._cfgs.algo_cfgs
+        num_tasks = cfgs.num_tasks
         timers = dict.fromkeys(('Rollout', 'Inner', 'MetaGrad', 'MetaStep', 'Critic'), 0.0)
         theta = self._policy.flat_params().requires_grad_(True)
+        # Every rank draws the same M tasks and adapts its share of them (all, on one rank).
         self._env.seed_tasks(rollout_seed(self._seed, iteration, _TASKS))
-        tasks = [self._env.sample_task() for _ in range(cfgs.num_tasks)]
+        tasks = [self._env.sample_task() for _ in range(num_tasks)]
+        mine = self._task_indices
 
-        grad_f = torch.zeros_like(theta)
-        grad_g = torch.zeros_like(theta)
-        stats = AdaptationStats()
-        fault = False
         self._meta_log = {'Meta/Case': -1, 'Meta/StepFraction': 0.0, 'Meta/Backtracks': 0,
                           'Meta/Accepted': 0.0, 'Meta/StepNorm': 0.0, 'Meta/b': float('nan')}
-        results, losses = self._adapt_tasks(theta, tasks, iteration, stats, timers)
+        self._normalizer_sync.begin()
+        results, losses = self._adapt_tasks(theta, [tasks[i] for i in mine], iteration,
+                                            AdaptationStats(), timers, indices=mine)
+        self._normalizer_sync.end()  # every rank's normaliser now holds every rank's rollouts
+        # What the meta step and the logs need from every task, in task order on every rank.
+        summary = parallel.gather_tasks(self._task_summary(results), num_tasks)
+        stats = self._global_stats(summary)
+        self._faults['non_finite'] += stats.non_finite
+        self._faults['solver'] += stats.solver_errors
+
         tick = time.time()
-        for loss_f, loss_g in losses:
-            # dF_i/dtheta and dG_i/dtheta through all K steps: the exact chain of eq. (11).
-            d_f = torch.autograd.grad(loss_f, theta, retain_graph=True)[0]
-            d_g = torch.autograd.grad(loss_g, theta)[0]
+        # dF_i/dtheta and dG_i/dtheta through all K steps: the exact chain of eq. (11).
+        local = [torch.stack([torch.autograd.grad(loss_f, theta, retain_graph=True)[0],
+                              torch.autograd.grad(loss_g, theta)[0]])
+                 for loss_f, loss_g in losses]
+        task_grads = parallel.gather_tasks(torch.stack(local), num_tasks)
+        grad_f = torch.zeros_like(theta)
+        grad_g = torch.zeros_like(theta)
+        fault = False
+        for d_f, d_g in task_grads:  # task order, whichever rank adapted the task
             if not (torch.isfinite(d_f).all() and torch.isfinite(d_g).all()):
                 fault = True
                 self._faults['non_finite'] += 1
-            grad_f += d_f / cfgs.num_tasks
-            grad_g += d_g / cfgs.num_tasks
+            grad_f += d_f / num_tasks
+            grad_g += d_g / num_tasks
         timers['MetaGrad'] = time.time() - tick
 
         tick = time.time()
-        accepted = False if fault else self._meta_step(theta.detach(), grad_f, grad_g, results)
+        accepted = False if fault else self._meta_step(theta.detach(), grad_f, grad_g, results,
+                                                       summary)
         timers['MetaStep'] = time.time() - tick
         self._count_failure(fault or accepted is None)
 
         tick = time.time()
-        self._update_critics(results, iteration)
+        self._update_critics(results, iteration, summary)
         timers['Critic'] = time.time() - tick
-        self._log_iteration(results, stats, grad_f, grad_g, timers)
+        self._check_ranks_identical(iteration)
+        self._log_iteration(summary, stats, grad_f, grad_g, timers)
 
-    def _adapt_tasks(
+    def _adapt_tasks(  # pylint: disable=too-many-arguments
         self,
         theta: torch.Tensor,
         tasks: list[Any],
         iteration: int,
         stats: AdaptationStats,
         timers: dict[str, float],
+        indices: list[int] | None = None,
     ) -> tuple[list[TaskResult], list[tuple[torch.Tensor, torch.Tensor]]]:
         """K inner steps on every task from phi_0 = theta, then D_K and (F_i, G_i) (Alg. 1, 4-12).
 
-        The M rollouts of inner step k are sampled together (one batched rollout of M policies,
-        ``algo_cfgs.sampler``), then every task takes its own differentiable CPO step. Rollout
-        seeds depend on (seed, iteration, task, k) only, so a task's data does not depend on which
-        other tasks are sampled beside it.
+        The rollouts of inner step k are sampled together (one batched rollout of the tasks'
+        policies, ``algo_cfgs.sampler``), then every task takes its own differentiable CPO step.
+        Rollout seeds depend on (seed, iteration, task index, k) only, so a task's data does not
+        depend on which other tasks are sampled beside it, nor on which rank samples it.
+
+        Args:
+            theta: The meta-parameters (a leaf that requires grad).
+            tasks: The tasks to adapt (this rank's share of the meta-iteration's tasks).
+            iteration: The meta-iteration (rollout seeds).
+            stats: Counts the inner steps.
+            timers: Accumulates rollout and inner-step time.
+            indices: The tasks' indices among the meta-iteration's M tasks (rollout seeds);
+                ``None``: 0, 1, ...
         """
         cfgs = self._cfgs.algo_cfgs
+        indices = list(range(len(tasks))) if indices is None else indices
         # phi_0 = theta for every task: a graph node of theta; each task's phi is re-bound by its
         # own steps, never modified in place, so tasks never share adapted parameters.
         phis = [theta] * len(tasks)
         records: list[list[StepRecord]] = [[] for _ in tasks]
-        seeds = range(len(tasks))
+        critics = self._rollout_critics()
         for k in range(cfgs.inner_steps + 1):
             tick = time.time()
             batches = self._env.collect_tasks(
-                self._policy, phis, self._actor_critic, tasks, self._rollout_steps,
-                [rollout_seed(self._seed, iteration, _ROLLOUT, index, k) for index in seeds],
+                self._policy, [phi.detach().cpu() for phi in phis], critics, tasks,
+                self._rollout_steps,
+                [rollout_seed(self._seed, iteration, _ROLLOUT, index, k) for index in indices],
                 batched=cfgs.sampler == 'batched', progress=self._progress_callback,
                 description=f'meta-iteration {iteration + 1}: '
                 + (f'inner step {k + 1}/{cfgs.inner_steps}' if k < cfgs.inner_steps
                    else 'post-adaptation rollouts'),
             )
+            batches = [self._to_device(batch) for batch in batches]
             timers['Rollout'] += time.time() - tick
             if k == cfgs.inner_steps:
                 break
@@ -265,8 +348,6 @@ class MetaCPO(CPO):
                 phis[index], record = self._learner.inner_step(phis[index], batch,
                                                                cfgs.cost_limit, create_graph=True)
                 stats.record(record)
-                if record.fault is not None:
-                    self._faults[record.fault] += 1
                 records[index].append(record)
             timers['Inner'] += time.time() - tick
         results = [TaskResult(task_records, post, phi.detach())
@@ -275,29 +356,148 @@ class MetaCPO(CPO):
                                                                           strict=True)]
         return results, losses
 
+    # --------------------------------------------------------------- devices (train_cfgs.device)
+    def _rollout_critics(self) -> Any:
+        """The critics as the samplers use them: on the CPU, where the environments step.
+
+        With ``train_cfgs.device: cuda`` the learner's networks live on the GPU; rollouts run
+        CPU copies (made once per meta-iteration: the critics change only at its end) and their
+        data moves to the GPU (:meth:`_to_device`). On the CPU these are the critics themselves.
+        """
+        if self._device.type == 'cpu':
+            return self._actor_critic
+        return SimpleNamespace(
+            reward_critic=copy.deepcopy(self._actor_critic.reward_critic).cpu(),
+            cost_critic=copy.deepcopy(self._actor_critic.cost_critic).cpu(),
+        )
+
+    def _to_device(self, batch: Batch) -> Batch:
+        """A rollout's tensors on the learner's device (the batch itself on the CPU)."""
+        if self._device.type == 'cpu':
+            return batch
+        moved = {field.name: getattr(batch, field.name).to(self._device)
+                 for field in dataclasses.fields(batch)
+                 if isinstance(getattr(batch, field.name), torch.Tensor)}
+        return dataclasses.replace(batch, **moved)
+
+    # ------------------------------------------------------------------ tasks across ranks
+    def _task_summary(self, results: list[TaskResult]) -> torch.Tensor:
+        """One float64 row per task of this rank: what the meta step and the logs need.
+
+        Columns :data:`_SUMMARY`, then :data:`_STEP` for each inner step k. Gathered over ranks
+        in task order (:func:`parallel.gather_tasks`), the rows let every rank compute the same
+        statistics, in the same order, as one rank holding every task would.
+        """
+        length = self._env.episode_length
+        rows = []
+        for result in results:
+            pre = result.records[0].batch if result.records else result.post
+            post = result.post
+            row = [post.reward_rate * length, post.cost_rate * length,
+                   float(np.mean(post.ep_lengths)) if post.ep_lengths else float(post.num_steps),
+                   pre.reward_rate * length, pre.cost_rate * length,
+                   float(sum(r.batch.num_steps for r in result.records) + post.num_steps)]
+            for record in result.records:
+                row += [record.fraction, record.backtracks, record.case,
+                        _FAULTS.index(record.fault), record.kl, record.predicted_cost_change,
+                        record.cost_value]
+            rows.append(row)
+        return torch.tensor(rows, dtype=torch.float64)
+
+    @staticmethod
+    def _step_column(k: int, name: str) -> int:
+        """Column of ``name`` (one of :data:`_STEP`) of inner step k in a task summary."""
+        return len(_SUMMARY) + k * len(_STEP) + _STEP.index(name)
+
+    def _global_stats(self, summary: torch.Tensor) -> AdaptationStats:
+        """The inner steps of all tasks counted in the order one rank records them (k, task)."""
+        stats = AdaptationStats()
+        rows = summary.tolist()
+        column = self._step_column
+        for k in range(self._cfgs.algo_cfgs.inner_steps):
+            for row in rows:
+                stats.count(row[column(k, 'fraction')], int(row[column(k, 'case')]),
+                            int(row[column(k, 'backtracks')]),
+                            _FAULTS[int(row[column(k, 'fault')])], row[column(k, 'kl')])
+        return stats
+
+    def _store(self, values: dict[str, Any]) -> None:
+        """Log values that every rank holds (reduced over all tasks) once, from rank 0.
+
+        OmniSafe's logger averages a key over every value stored on every rank, so a value known
+        to all ranks is stored by rank 0 alone; timings, which differ, are stored by every rank
+        (their mean is logged).
+        """
+        if self._rank == 0:
+            self._logger.store(values)
+
+    def _check_ranks_identical(self, iteration: int) -> None:
+        """Compare theta, the critics with their optimisers and the normaliser across ranks."""
+        if parallel.world_size() == 1:
+            return
+        tensors = list(self._actor_critic.actor.parameters())
+        for critic, optimizer in (
+            (self._actor_critic.reward_critic, self._actor_critic.reward_critic_optimizer),
+            (self._actor_critic.cost_critic, self._actor_critic.cost_critic_optimizer),
+        ):
+            tensors += list(critic.parameters())
+            for state in optimizer.state_dict()['state'].values():
+                tensors += [value for value in state.values() if isinstance(value, torch.Tensor)]
+        if self._env.obs_normalizer is not None:
+            tensors += list(self._env.obs_normalizer.state_dict().values())
+        self._digests = parallel.check_identical(
+            parallel.state_digest(tensors),
+            f'after meta-iteration {iteration + 1}: theta, the critics or the normaliser',
+        )
+
     def _meta_step(
         self,
         theta: torch.Tensor,
         grad_f: torch.Tensor,
         grad_g: torch.Tensor,
         results: list[TaskResult],
+        summary: torch.Tensor,
     ) -> bool | None:
-        """The meta CPO step of eq. (12) with backtracking; ``None`` on a solver failure."""
+        """The meta CPO step of eq. (12) with backtracking; ``None`` on a solver failure.
+
+        Args:
+            theta: The meta-parameters.
+            grad_f: dF/dtheta, the mean over all M tasks.
+            grad_g: dG/dtheta, the mean over all M tasks.
+            results: This rank's tasks (their stored rollouts, replayed by the line search).
+            summary: Every task's summary row, in task order (:meth:`_task_summary`).
+        """
         cfgs = self._cfgs.algo_cfgs
         cost_limit = cfgs.cost_limit
-        post_cost = float(np.mean([self._learner.cost_value(r.post) for r in results]))
+        # b_theta = mean_i J_C(phi_i^K) - h over all M tasks.
+        post_cost = float(np.mean(summary[:, _SUMMARY.index('post_cost')].tolist()))
         b_theta = post_cost - cost_limit
         if not self.constrained:
             grad_g, b_theta = torch.zeros_like(grad_g), -1.0
         # The meta trust region is on theta (eq. 12); with the Fisher metric, the KL of pi_theta
-        # on the pre-adaptation states D_0 of every task.
+        # on the pre-adaptation states D_0 of every task. A rank holds its tasks' states: means
+        # over them are averaged over ranks, weighted by their number of states.
         obs = torch.cat([r.records[0].batch.obs if r.records else r.post.obs for r in results])
+        mean_over = None
+        if parallel.world_size() > 1:
+            def mean_over(local_mean: torch.Tensor) -> torch.Tensor:
+                return parallel.weighted_average(local_mean, obs.shape[0])
         fvp = None
-        if cfgs.metric == 'fisher':
+        if cfgs.metric == 'fisher' and mean_over is None:
             fvp = self._policy.fisher_vector_product(theta, obs, cfgs.cg_damping)
+        elif cfgs.metric == 'fisher':
+            # (F + damping I) v with F the KL's Hessian on all ranks' states.
+            local_fvp = self._policy.fisher_vector_product(theta, obs, 0.0)
+
+            def global_fvp(vector: torch.Tensor) -> torch.Tensor:
+                return mean_over(local_fvp(vector)) + cfgs.cg_damping * vector
+
+            fvp = global_fvp
         try:
-            step = cpo_step(grad_f, grad_g, torch.as_tensor(b_theta, dtype=theta.dtype),
-                            torch.as_tensor(cfgs.meta_delta, dtype=theta.dtype),
+            step = cpo_step(grad_f, grad_g,
+                            torch.as_tensor(b_theta, dtype=theta.dtype, device=theta.device),
+                            torch.as_tensor(cfgs.meta_delta, dtype=theta.dtype,
+                                            device=theta.device),
                             backend=cfgs.dco_backend, metric=cfgs.metric, fvp=fvp)
         except CPOStepError:  # a solver failure of the cvxpylayers backend
             self._faults['solver'] += 1
@@ -310,15 +510,20 @@ class MetaCPO(CPO):
             return None
 
         def post_losses(candidate: torch.Tensor) -> tuple[float, float]:
-            """F and G (eq. 10) of a candidate theta: inner steps replayed on stored rollouts."""
-            values_f, values_g = [], []
+            """F and G (eq. 10) of a candidate theta: inner steps replayed on stored rollouts.
+
+            Each rank replays its tasks; the means are over all M tasks, in task order.
+            """
+            local = []
             for result in results:
                 phi = self._learner.replay(candidate, result.records, cost_limit)
                 with torch.no_grad():
                     loss_f, loss_g = self._learner.surrogates(phi, result.post)
-                values_f.append(float(loss_f))
-                values_g.append(float(loss_g))
-            return float(np.mean(values_f)), float(np.mean(values_g))
+                local.append([float(loss_f), float(loss_g)])
+            values = parallel.gather_tasks(torch.tensor(local, dtype=torch.float64),
+                                           cfgs.num_tasks).tolist()
+            return (float(np.mean([value[0] for value in values])),
+                    float(np.mean([value[1] for value in values])))
 
         base_f, base_g = post_losses(theta)
 
@@ -327,8 +532,8 @@ class MetaCPO(CPO):
             loss_f, loss_g = post_losses(candidate)
             cost_increase = loss_g - base_g if self.constrained else 0.0
             with torch.no_grad():
-                divergence = float(self._learner.trust_region_measure(theta, candidate, obs,
-                                                                      cfgs.meta_delta))
+                divergence = float(self._learner.trust_region_measure(
+                    theta, candidate, obs, cfgs.meta_delta, mean_over=mean_over))
             return loss_f - base_f, cost_increase, divergence
 
         search = self._learner.line_search(x, evaluate, int(step.case), b_theta, cfgs.meta_delta)
@@ -355,52 +560,67 @@ class MetaCPO(CPO):
                 'algo_cfgs.inner_delta / meta_delta or try algo_cfgs.dco_backend: closed_form.',
             )
 
-    def _update_critics(self, results: list[TaskResult], iteration: int) -> None:
-        """Fit the shared reward and cost critics on every rollout of the iteration (OmniSafe's)."""
+    def _update_critics(self, results: list[TaskResult], iteration: int,
+                        summary: torch.Tensor) -> None:
+        """Fit the shared reward and cost critics on every rollout of the iteration (OmniSafe's).
+
+        With several ranks each rank holds its tasks' rollouts, and OmniSafe's critic updates
+        average the ranks' gradients (``distributed.avg_grads``) at every minibatch: every rank
+        runs the same number of minibatches, each rank's part of a minibatch proportional to its
+        data, weighted so that the average is the gradient on the union minibatch
+        (:func:`parallel.critic_minibatches`).
+        """
         batches = [r.batch for result in results for r in result.records] + [
             result.post for result in results
         ]
         obs = torch.cat([b.obs for b in batches])
         target_r = torch.cat([b.target_value_r for b in batches])
         target_c = torch.cat([b.target_value_c for b in batches])
-        generator = torch.Generator().manual_seed(rollout_seed(self._seed, iteration, _CRITIC))
-        batch_size = self._cfgs.algo_cfgs.batch_size
+        size = parallel.world_size()
+        samples = summary[:, _SUMMARY.index('samples')].tolist()
+        sizes = [int(sum(samples[rank::size])) for rank in range(size)]  # task i on rank i % N
+        plan = parallel.critic_minibatches(sizes, self._cfgs.algo_cfgs.batch_size, self._rank)
+        # Rank 0 shuffles as a one-rank run does; other ranks have streams of their own.
+        key = (self._seed, iteration, _CRITIC, *((self._rank,) if self._rank else ()))
+        generator = torch.Generator().manual_seed(rollout_seed(*key))
+        critics = (self._actor_critic.reward_critic, self._actor_critic.cost_critic)
         for _ in range(self._cfgs.algo_cfgs.update_iters):
             # Shuffled minibatches by indexing the tensors (a DataLoader over a TensorDataset
             # fetches and collates 512 single samples per minibatch: most of the fit's time).
             order = torch.randperm(obs.shape[0], generator=generator)
-            for index in order.split(batch_size):
-                self._update_reward_critic(obs[index], target_r[index])
-                self._update_cost_critic(obs[index], target_c[index])
+            for start, stop, weight in plan:
+                index = order[start:stop].to(obs.device)
+                with parallel.scaled_gradients(critics, weight):
+                    self._update_reward_critic(obs[index], target_r[index])
+                    self._update_cost_critic(obs[index], target_c[index])
         with torch.no_grad():
-            self._logger.store({
-                'Value/reward': self._actor_critic.reward_critic(obs)[0].mean().item(),
-                'Value/cost': self._actor_critic.cost_critic(obs)[0].mean().item(),
-            })
+            values = torch.stack([self._actor_critic.reward_critic(obs)[0].mean(),
+                                  self._actor_critic.cost_critic(obs)[0].mean()])
+        values = parallel.weighted_average(values, obs.shape[0])  # over all ranks' states
+        self._store({'Value/reward': values[0].item(), 'Value/cost': values[1].item()})
 
     def _log_iteration(
         self,
-        results: list[TaskResult],
+        summary: torch.Tensor,
         stats: AdaptationStats,
         grad_f: torch.Tensor,
         grad_g: torch.Tensor,
         timers: dict[str, float],
     ) -> None:
-        pre = [r.records[0].batch if r.records else r.post for r in results]
-        post = [r.post for r in results]
-        T = self._env.episode_length
-        self._last_metrics = (
-            float(np.mean([b.reward_rate * T for b in post])),
-            float(np.mean([b.cost_rate * T for b in post])),
-            float(np.mean([np.mean(b.ep_lengths) if b.ep_lengths else b.num_steps for b in post])),
-        )
-        self._logger.store({
+        """Store the meta-iteration's statistics over all M tasks (rank 0) and this rank's times."""
+        columns = summary.T.tolist()  # one list per summary column, tasks in order
+
+        def mean(name: str) -> float:
+            return float(np.mean(columns[_SUMMARY.index(name)]))
+
+        self._last_metrics = (mean('post_return'), mean('post_cost'), mean('post_length'))
+        self._store({
             # Post-adaptation performance is what Meta-CPO optimises (F and G of eq. 10).
             'Metrics/EpRet': self._last_metrics[0],
             'Metrics/EpCost': self._last_metrics[1],
             'Metrics/EpLen': self._last_metrics[2],
-            'MetaTrain/PreAdapt/EpRet': float(np.mean([b.reward_rate * T for b in pre])),
-            'MetaTrain/PreAdapt/EpCost': float(np.mean([b.cost_rate * T for b in pre])),
+            'MetaTrain/PreAdapt/EpRet': mean('pre_return'),
+            'MetaTrain/PreAdapt/EpCost': mean('pre_cost'),
             'MetaTrain/Inner/StepFraction': float(np.mean(stats.fractions or [0.0])),
             'MetaTrain/Inner/Backtracks': float(np.mean(stats.backtracks or [0])),
             'MetaTrain/Inner/Rejected': stats.rejected,
@@ -409,13 +629,13 @@ class MetaCPO(CPO):
             'Faults/NonFinite': self._faults['non_finite'],
             'Faults/SolverErrors': self._faults['solver'],
         })
-        self._logger.store({f'MetaTrain/Inner/Case/{name}': count
-                            for name, count in stats.cases.items()})
-        self._logger.store(self._inner_diagnostics(results))
-        self._logger.store(self._meta_log)
+        self._store({f'MetaTrain/Inner/Case/{name}': count
+                     for name, count in stats.cases.items()})
+        self._store(self._inner_diagnostics(summary))
+        self._store(self._meta_log)
         self._logger.store({f'Time/{name}': value for name, value in timers.items()})
 
-    def _inner_diagnostics(self, results: list[TaskResult]) -> dict[str, float]:
+    def _inner_diagnostics(self, summary: torch.Tensor) -> dict[str, float]:
         """How far the inner steps moved the policy, and whether the surrogates foresaw the cost.
 
         Per inner step k of every task: the KL between pi_phi_k and pi_phi_k+1 on D_k's states,
@@ -424,13 +644,15 @@ class MetaCPO(CPO):
         by a fault are left out.
         """
         kls, predicted, measured = [], [], []
-        for result in results:
-            costs = [r.cost_value for r in result.records]
-            costs.append(self._learner.cost_value(result.post))
-            for k, record in enumerate(result.records):
-                if record.fault is None:
-                    kls.append(record.kl)
-                    predicted.append(record.predicted_cost_change)
+        column = self._step_column
+        steps = range(self._cfgs.algo_cfgs.inner_steps)
+        for row in summary.tolist():  # tasks in order
+            costs = [row[column(k, 'cost')] for k in steps]
+            costs.append(row[_SUMMARY.index('post_cost')])
+            for k in steps:
+                if _FAULTS[int(row[column(k, 'fault')])] is None:
+                    kls.append(row[column(k, 'kl')])
+                    predicted.append(row[column(k, 'predicted_cost_change')])
                     measured.append(costs[k + 1] - costs[k])
         if not kls:
             return dict.fromkeys(self._INNER_DIAGNOSTICS, float('nan'))
