@@ -89,7 +89,6 @@ class MetaTester:
         self,
         theta: torch.Tensor,
         actor_critic: Any,
-        rollout_actor: torch.nn.Module,
         obs_normalizer: torch.nn.Module | None,
         logger: Any | None = None,
     ) -> dict[str, float]:
@@ -98,7 +97,6 @@ class MetaTester:
         Args:
             theta: The meta-parameters (flat).
             actor_critic: Gives the critics for the advantages of the adaptation steps.
-            rollout_actor: An actor module of the same shape, overwritten with each phi_k.
             obs_normalizer: The training normaliser, copied (not updated) for the test env.
             logger: Where to store the ``MetaTest/...`` values.
         """
@@ -110,19 +108,21 @@ class MetaTester:
         returns = np.zeros((len(tasks), self._test.adapt_steps + 1))
         costs = np.zeros_like(returns)
         length = self._learner.episode_length
-        for index, task in enumerate(tasks):
-            phi = theta.detach()
-            for k in range(self._test.adapt_steps + 1):
-                torch.nn.utils.vector_to_parameters(phi.detach(), rollout_actor.parameters())
-                batch = env.collect(rollout_actor, actor_critic, task,
-                                    self._test.rollout_steps,
-                                    rollout_seed(self._seed, _TEST_ROLLOUT, index, k))
+        phis = [theta.detach()] * len(tasks)
+        for k in range(self._test.adapt_steps + 1):
+            # The test tasks' rollouts of adaptation step k are sampled together (batched sampler).
+            batches = env.collect_tasks(
+                self._learner.policy, phis, actor_critic, tasks, self._test.rollout_steps,
+                [rollout_seed(self._seed, _TEST_ROLLOUT, index, k) for index in range(len(tasks))],
+                batched=self._cfgs.algo_cfgs.get('sampler', 'batched') == 'batched',
+            )
+            for index, batch in enumerate(batches):
                 returns[index, k] = batch.reward_rate * length
                 costs[index, k] = batch.cost_rate * length
                 if k < self._test.adapt_steps:
-                    phi, _ = self._learner.inner_step(phi, batch, self.cost_limit,
+                    phi, _ = self._learner.inner_step(phis[index], batch, self.cost_limit,
                                                       create_graph=False)
-                    phi = phi.detach()
+                    phis[index] = phi.detach()
         results = {}
         for k in range(self._test.adapt_steps + 1):
             results[f'MetaTest/EpRet/step_{k}'] = float(returns[:, k].mean())
@@ -140,8 +140,10 @@ def meta_test_saved_run(
 ) -> dict[str, float]:
     """Meta-test the policy saved in ``run_dir/torch_save/epoch-N.pt`` (the last one by default).
 
-    Runs of stock algorithms (CPO, TRPO, ... on a task-distribution env id) save no critics: they
-    are tested on the same unseen tasks without adaptation (``adapt_steps = 0``).
+    Any algorithm's run, adapted by the rule of :mod:`omnisafe_metacpo.adaptation_rule`: its own
+    update rule (CPO step for MetaCPO and constrained stock algorithms, TRPO step for MetaTRPO and
+    unconstrained ones), advantages from fresh critics fitted on each test rollout (critics saved
+    by the run are not used), the test-time cost limit of ``meta_test_cfgs``.
 
     Args:
         run_dir: A run directory (with config.json and torch_save/).
@@ -150,56 +152,47 @@ def meta_test_saved_run(
             cost_limit).
         task_seed: Draw the test tasks from this seed; ``None``: the run's seed.
     """
-    from omnisafe.models.actor_critic.constraint_actor_critic import ConstraintActorCritic
-    from omnisafe.utils.config import Config
+    from types import SimpleNamespace
 
-    from omnisafe_metacpo.adaptation import InnerLearner
+    from omnisafe.models.actor.actor_builder import ActorBuilder
+
+    from omnisafe_metacpo import adaptation_rule
+    from omnisafe_metacpo.fresh_critics import ZeroCritic
     from omnisafe_metacpo.policy import FunctionalPolicy
 
-    with open(os.path.join(run_dir, 'config.json'), encoding='utf-8') as file:
-        cfgs = Config.dict2config(json.load(file))
-    if 'meta_test_cfgs' not in cfgs:  # a stock OmniSafe run (CPO, TRPO, ...): MetaCPO's defaults
-        from omnisafe.utils.config import load_yaml
-
-        from omnisafe_metacpo.integration import configs_dir
-
-        defaults = load_yaml(os.path.join(configs_dir(), 'MetaCPO.yaml'))['defaults']
-        cfgs['meta_test_cfgs'] = Config.dict2config(defaults['meta_test_cfgs'])
-    if overrides:
-        cfgs.meta_test_cfgs.recurisve_update(overrides)
-    save_dir = os.path.join(run_dir, 'torch_save')
+    cfgs = adaptation_rule.load_run_cfgs(run_dir, overrides)
     if epoch is None:
-        saved = [int(name[6:-3]) for name in os.listdir(save_dir)
-                 if name.startswith('epoch-') and name.endswith('.pt')]
+        saved = adaptation_rule.saved_epochs(run_dir)
         if not saved:
             raise FileNotFoundError(f'no torch_save/epoch-N.pt in {run_dir}')
-        epoch = max(saved)
-    params = torch.load(os.path.join(save_dir, f'epoch-{epoch}.pt'), weights_only=True,
-                        map_location='cpu')
-    adapts = cfgs.meta_test_cfgs.adapt_steps > 0
-    if adapts and ('reward_critic' not in params or 'inner_delta' not in cfgs.algo_cfgs):
-        raise ValueError(
-            f'{run_dir} is a {cfgs.algo} run: it saved no critics, so it can only be tested '
-            'without adaptation (adapt_steps = 0, i.e. --adapt-steps 0)',
-        )
+        epoch = saved[-1]
+    params = torch.load(os.path.join(run_dir, 'torch_save', f'epoch-{epoch}.pt'),
+                        weights_only=True, map_location='cpu')
     env = TaskRolloutAdapter(cfgs.env_id, int(cfgs.seed), cfgs, split='test')
-    actor_critic = ConstraintActorCritic(env.observation_space, env.action_space,
-                                         cfgs.model_cfgs, epochs=1)
-    actor_critic.actor.load_state_dict(params['pi'])
-    if 'reward_critic' in params:
-        actor_critic.reward_critic.load_state_dict(params['reward_critic'])
-        actor_critic.cost_critic.load_state_dict(params['cost_critic'])
+    actor = ActorBuilder(
+        obs_space=env.observation_space,
+        act_space=env.action_space,
+        hidden_sizes=cfgs.model_cfgs.actor.hidden_sizes,
+        activation=cfgs.model_cfgs.actor.activation,
+        weight_initialization_mode=cfgs.model_cfgs.weight_initialization_mode,
+    ).build_actor(cfgs.model_cfgs.actor_type)
+    actor.load_state_dict(params['pi'])
     normalizer = None
     if 'obs_normalizer' in params:
         normalizer = copy.deepcopy(env.obs_normalizer)
         normalizer.load_state_dict(params['obs_normalizer'])
-    rollout_actor = copy.deepcopy(actor_critic.actor)
-    policy = FunctionalPolicy(actor_critic.actor)
-    constrained = cfgs.algo != 'MetaTRPO'
-    learner = InnerLearner(policy, cfgs.algo_cfgs, env.episode_length, constrained=constrained)
+    policy = FunctionalPolicy(actor)
+    learner = adaptation_rule.build_learner(policy, cfgs, env.observation_space, env.action_space,
+                                            env.episode_length)
     tester = MetaTester(cfgs, cfgs.env_id, int(cfgs.seed), learner, task_seed=task_seed)
     tester._adapter = env  # pylint: disable=protected-access
-    return tester.run(policy.flat_params(), actor_critic, rollout_actor, normalizer)
+    # Rollouts are collected with zero value functions: their value targets are plain
+    # returns-to-go, from which the learner's fresh critics compute the advantages.
+    collectors = SimpleNamespace(reward_critic=ZeroCritic(), cost_critic=ZeroCritic())
+    try:
+        return tester.run(policy.flat_params(), collectors, normalizer)
+    finally:
+        env.close()
 
 
 def main(argv: list[str] | None = None) -> None:
