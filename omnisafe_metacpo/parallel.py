@@ -3,7 +3,7 @@
 The M tasks of a meta-iteration are independent until the meta step, so they are spread over the
 ranks: every rank draws the same M tasks from the run's seed and adapts its share, tasks
 ``rank, rank + N, rank + 2N, ...`` (:func:`task_indices`); task i keeps its rollout seeds, so
-which tasks are trained on and with which data does not depend on N. Whatever the meta step and
+which tasks are trained on, with which rollout seeds, does not depend on N. Whatever the meta step and
 the logs need from all tasks is gathered in task order (:func:`gather_tasks`) and reduced the same
 way on every rank, so every rank takes the same decisions and the same step, bit for bit.
 
@@ -20,7 +20,7 @@ This module holds the pieces that are not the algorithm's maths:
 * :func:`rank_failures` and :class:`LauncherWatchdog`: a rank that fails, or loses its launcher,
   ends the run with an error that names the rank, instead of leaving the others waiting.
 
-With one process (no torchrun) every function here is a no-op or the identity.
+With one process (no torchrun) every collective here is the identity and nothing is wrapped.
 """
 
 from __future__ import annotations

@@ -335,6 +335,31 @@ def test_a_killed_rank_stops_the_run_naming_it(run_dir: str) -> None:
     assert not any(_alive(pid) for pid in pids)
 
 
+@pytest.mark.slow  # about 70 s: start-up, dist_timeout, then torchrun's 30 s SIGTERM grace
+def test_a_stopped_rank_stops_the_run_after_dist_timeout(run_dir: str) -> None:
+    out, err = os.path.join(run_dir, 'out.txt'), os.path.join(run_dir, 'err.txt')
+    with open(out, 'w', encoding='utf-8') as stdout, open(err, 'w', encoding='utf-8') as stderr:
+        launcher = subprocess.Popen(_command(run_dir, 2, 200, train_cfgs__dist_timeout=5),
+                                    cwd=run_dir, env=_env(), stdout=stdout, stderr=stderr,
+                                    start_new_session=True)
+    pids = _rank_pids(out, time.time() + 300)
+    os.kill(pids[1], signal.SIGSTOP)  # alive but stuck: only the timeout can notice
+    stopped_at = time.time()
+    try:
+        while 'rank 0 of 2 failed' not in _read(err) and time.time() - stopped_at < 60:
+            time.sleep(0.2)
+        noticed = time.time() - stopped_at
+        assert 5 <= noticed < 20, noticed
+        assert launcher.wait(timeout=120) != 0
+        assert time.time() - stopped_at < 5 + 30 + 20  # dist_timeout + torchrun's grace
+        assert re.search(r'rank 0 of 2 failed: RuntimeError: .*Timed out waiting 5000ms.*'
+                         r'train_cfgs.dist_timeout = 5 s', _read(err))
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='no GPU')
 def test_cuda_device_trains(run_dir: str) -> None:
     custom = tiny_meta_cfgs()
