@@ -52,6 +52,17 @@ train: $(STAMP)
 		$$budget $(TRAIN_ARGS) && \
 	$(BIN)/python -m omnisafe_metacpo.summary "$$log_dir" $(SUMMARY_ARGS)
 
+# `make bench`: the Figure-5 comparison (MetaCPO, MetaTRPO, CPO, CPOCorrected, TRPO x 3 task
+# distributions x 3 seeds) as OmniSafe experiment grids, every checkpoint meta-tested alike, then
+# one PNG per env and meta_test.csv/.md in benchmarks/results/figure5_$(BUDGET)/. BUDGET=quick
+# (the default, under 2 hours on 2 cores) or paper (the paper's budget: about two days here).
+# Stopped and started again, it trains only unfinished runs and meta-tests only uncached ones.
+# More options of `python -m benchmarks.figure5` (e.g. --workers, --estimate) in BENCH_ARGS.
+BENCH_ARGS ?=
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.figure5 --budget $(BUDGET) $(BENCH_ARGS)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
