@@ -3,9 +3,10 @@
 The M tasks of a meta-iteration are independent until the meta step, so they are spread over the
 ranks: every rank draws the same M tasks from the run's seed and adapts its share, tasks
 ``rank, rank + N, rank + 2N, ...`` (:func:`task_indices`); task i keeps its rollout seeds, so
-which tasks are trained on, with which rollout seeds, does not depend on N. Whatever the meta step and
-the logs need from all tasks is gathered in task order (:func:`gather_tasks`) and reduced the same
-way on every rank, so every rank takes the same decisions and the same step, bit for bit.
+which tasks are trained on, with which rollout seeds, does not depend on N. Whatever the meta
+step and the logs need from all tasks is gathered in task order (:func:`gather_tasks`) and
+reduced the same way on every rank, so every rank takes the same decisions and the same step,
+bit for bit.
 
 This module holds the pieces that are not the algorithm's maths:
 
