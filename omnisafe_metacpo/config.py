@@ -66,6 +66,10 @@ def validate_meta_config(cfgs: Any, env_id: str) -> None:
     if algo.sampler == 'batched':
         # The batched sampler applies observation normalisation itself; OmniSafe's reward and
         # cost normalisers are per-environment wrappers that only the sequential sampler runs.
+        # Its GAE is OmniSafe's 'gae' estimator computed for all tasks at once (batched_rollout).
+        _require(algo.adv_estimation_method == 'gae', 'algo_cfgs.adv_estimation_method',
+                 algo.adv_estimation_method,
+                 "'gae' with algo_cfgs.sampler = batched (or set algo_cfgs.sampler: sequential)")
         for name in ('reward_normalize', 'cost_normalize'):
             _require(not algo[name], f'algo_cfgs.{name}', algo[name],
                      'False with algo_cfgs.sampler = batched (or set algo_cfgs.sampler: '

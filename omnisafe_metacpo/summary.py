@@ -66,7 +66,8 @@ def _load_config(run_dir: str) -> dict[str, Any]:
 def summarize(run_dir: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Meta-test the untrained and the final policy of ``run_dir`` on the same unseen tasks.
 
-    Runs of stock algorithms saved no critics: they are tested without adaptation.
+    Runs of stock algorithms are adapted as every run is in the comparison (each algorithm's
+    own step, fresh critics: :mod:`omnisafe_metacpo.adaptation_rule`).
 
     Args:
         run_dir: A run directory.
@@ -77,11 +78,12 @@ def summarize(run_dir: str, overrides: dict[str, Any] | None = None) -> dict[str
         ``{'run_dir', 'algo', 'env_id', 'epochs': [first, last], 'num_tasks', 'adapt_steps',
         'cost_limit', 'untrained': {...}, 'final': {...}}`` with the ``MetaTest/...`` results.
     """
+    from omnisafe_metacpo.adaptation_rule import load_run_cfgs
+
     config = _load_config(run_dir)
-    test_cfgs = dict(config.get('meta_test_cfgs') or {'num_tasks': 3, 'adapt_steps': 0})
-    if 'meta_test_cfgs' not in config:  # a stock run (CPO, ...): no critics, no adaptation
-        test_cfgs['adapt_steps'] = 0
-    test_cfgs.update(overrides or {})
+    # Any run, stock ones included, is adapted by the comparison's rule (adaptation_rule):
+    # its meta_test_cfgs, or MetaCPO.yaml's for runs that have none, then the overrides.
+    test_cfgs = load_run_cfgs(run_dir, overrides).meta_test_cfgs.todict()
     epochs = saved_epochs(run_dir)
     first, last = epochs[0], epochs[-1]
     results = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from omnisafe.algorithms import registry
 from omnisafe.algorithms.on_policy.second_order.cpo import CPO
@@ -13,6 +15,11 @@ from omnisafe.utils.tools import (
 )
 
 from omnisafe_metacpo.cpo_step import cg_solve, cpo_step
+
+#: What ``_update_actor`` logs about its step (stock CPO's keys, apart from the acceptance step).
+_STEP_KEYS = ('Loss/Loss_pi', 'Misc/Alpha', 'Misc/FinalStepNorm', 'Misc/xHx', 'Misc/H_inv_g',
+              'Misc/gradient_norm', 'Misc/cost_gradient_norm', 'Misc/Lambda_star', 'Misc/Nu_star',
+              'Misc/OptimCase', 'Misc/A', 'Misc/B', 'Misc/q', 'Misc/r', 'Misc/s')
 
 
 @registry.register
@@ -115,6 +122,13 @@ class CPOCorrected(CPO):
         distributed.avg_grads(self._actor_critic.actor)
         b_grads = get_flat_gradients_from(self._actor_critic.actor)  # a
         ep_costs = self._logger.get_stats('Metrics/EpCost')[0] - self._cfgs.algo_cfgs.cost_limit
+        if not math.isfinite(ep_costs):
+            # No episode has finished yet (OmniSafe's window of Metrics/EpCost is empty): the
+            # constraint cannot be evaluated. Stock CPO would go on with c = NaN; here the policy
+            # keeps its parameters this epoch, and the step's diagnostics are logged as NaN.
+            self._logger.store({key: float('nan') for key in _STEP_KEYS})
+            self._logger.store({'Misc/AcceptanceStep': 0})
+            return
 
         target_kl = self._cfgs.algo_cfgs.target_kl
         cg_iters = self._cfgs.algo_cfgs.cg_iters

@@ -150,6 +150,8 @@ def test_sampler_config_is_validated(run_dir: str) -> None:
         _algo(run_dir, sampler='vectorised')
     with pytest.raises(MetaConfigError, match=r'algo_cfgs\.reward_normalize'):
         _algo(run_dir, reward_normalize=True)
+    with pytest.raises(MetaConfigError, match=r'algo_cfgs\.adv_estimation_method'):
+        _algo(run_dir, adv_estimation_method='gae-rtg')
     _algo(run_dir, reward_normalize=True, sampler='sequential')  # the reference path takes it
 
 

@@ -319,3 +319,22 @@ def test_omnisafe_benchmark_grid(run_dir: str) -> None:
     assert algos == ['CPO', 'CPOCorrected'], progress
     for csv_path in progress:
         assert len(_rows(os.path.dirname(csv_path))) == 2
+
+
+def test_epoch_without_a_finished_episode_keeps_the_policy(run_dir: str) -> None:
+    """A 400-step epoch on 500-step episodes (OmniSafe resets the env at each epoch): no episode
+    cost to compare with h, so the actor keeps its parameters (stock CPO goes on with c = NaN)."""
+    agent = omnisafe.Agent('CPOCorrected', ENV_ID, custom_cfgs={
+        'seed': 2,
+        'train_cfgs': {'total_steps': 400, 'torch_threads': 1},
+        'algo_cfgs': {'steps_per_epoch': 400, 'update_iters': 1, 'cost_limit': 10.0},
+        'logger_cfgs': {'log_dir': run_dir, 'use_tensorboard': False},
+    })
+    actor = agent.agent._actor_critic.actor
+    before = torch.nn.utils.parameters_to_vector(actor.parameters()).detach().clone()
+    agent.learn()
+    (row,) = _rows(agent.agent.logger.log_dir)
+    assert row['Metrics/EpCost'] == 'nan'
+    assert row['Misc/AcceptanceStep'] == '0.0' and row['Misc/OptimCase'] == 'nan'
+    after = torch.nn.utils.parameters_to_vector(actor.parameters()).detach()
+    assert torch.equal(before, after)
