@@ -145,20 +145,28 @@ def main() -> None:
             mean, se = _mean_se([row[key] for row in mine])
             entry[f'{name}_mean'], entry[f'{name}_se'] = mean, se
         table.append(entry)
+    for entry in table:  # the worst adaptation step: the target is cost <= h at every one
+        mine = [row for row in rows if row['variant'] == entry['variant']]
+        worst = max(range(1, adapt + 1), key=lambda k: np.mean(
+            [row[f'MetaTest/EpCost/step_{k}'] for row in mine]))
+        entry['worst_adapted_cost_mean'], entry['worst_adapted_cost_se'] = _mean_se(
+            [row[f'MetaTest/EpCost/step_{worst}'] for row in mine])
+        entry['worst_adapted_step'] = worst
     stem = os.path.join(HERE, 'results', f'ablation_{args.env_id}')
     with open(stem + '.csv', 'w', encoding='utf-8', newline='') as file:
         writer = csv.DictWriter(file, fieldnames=list(table[0]))
         writer.writeheader()
         writer.writerows(table)
     shown = ('test_return_step0', 'test_cost_step0', f'test_return_step{adapt}',
-             f'test_cost_step{adapt}', 'train_cost_adapted', 'inner_kl', 'cost_change_error')
+             f'test_cost_step{adapt}', 'worst_adapted_cost', 'train_cost_adapted', 'inner_kl',
+             'cost_change_error')
     lines = [f'MetaCPO ablation on {args.env_id}, {args.total_steps:,} env steps per run, seeds '
              f'{args.seeds}; meta-test: {args.test_tasks} unseen tasks, {adapt} adaptation '
              f'steps of {args.test_rollout_steps} env steps (mean ± standard error over seeds).',
              '`' + ' '.join(['python benchmarks/ablation.py', *sys.argv[1:]]) + '`', '',
              '| variant | ' + ' | '.join(shown) + ' |', '|---' * (len(shown) + 1) + '|']
     for entry in table:
-        cells = [f'{entry[f"{name}_mean"]:.2f} ± {entry[f"{name}_se"]:.2f}' for name in shown]
+        cells = [f'{entry[f"{name}_mean"]:.3g} ± {entry[f"{name}_se"]:.2g}' for name in shown]
         lines.append(f'| {entry["variant"]} | ' + ' | '.join(cells) + ' |')
     text = '\n'.join(lines)
     with open(stem + '.md', 'w', encoding='utf-8') as file:
