@@ -26,6 +26,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--workers', type=int, default=2, help='parallel runs (default: 2)')
     parser.add_argument('--report-every', type=float, default=60.0,
                         help='seconds between progress lines (default: 60)')
+    parser.add_argument('--envs', nargs='+', default=None,
+                        help="only these env ids' grids (default: all of the budget)")
     parser.add_argument('--estimate', action='store_true',
                         help='print the jobs and the estimated time, run nothing')
     return parser.parse_args(argv)
@@ -47,6 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     """Run the comparison; returns the exit status (1 if any job failed)."""
     args = _parse(argv)
     budget = Budget(budget_path(args.budget))
+    if args.envs:
+        unknown = sorted(set(args.envs) - set(budget.env_ids()))
+        if unknown:
+            raise SystemExit(f'--envs {" ".join(unknown)}: not in budget {budget.name} '
+                             f'(its env ids: {", ".join(budget.env_ids())})')
+        # A subset of the same budget: the same run directories, so a later run of all envs
+        # reuses these runs.
+        budget.grids = {name: grid for name, grid in budget.grids.items()
+                        if all(variant['env_id'] in args.envs for variant in grid.variants())}
     runs_dir = os.path.abspath(args.runs_dir or os.path.join('runs', f'figure5_{budget.name}'))
     results_dir = os.path.abspath(args.results_dir or os.path.join(
         'benchmarks', 'results', f'figure5_{budget.name}'))
