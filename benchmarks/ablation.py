@@ -72,6 +72,8 @@ def run_one(root: str, env_id: str, variant: str, seed: int, args: argparse.Name
                    '--env-id', env_id, '--total-steps', str(args.total_steps),
                    '--log-dir', log_dir, '--custom-cfgs', 'seed', '--custom-cfgs', str(seed),
                    '--custom-cfgs', 'meta_test_cfgs:freq', '--custom-cfgs', '0',
+                   # one process per run: --workers runs already share the cores
+                   '--custom-cfgs', 'algo_cfgs:env_workers', '--custom-cfgs', '0',
                    '--custom-cfgs', 'logger_cfgs:use_tensorboard', '--custom-cfgs', 'False']
         for key, value in VARIANTS[variant].items():
             command += ['--custom-cfgs', f'algo_cfgs:{key}', '--custom-cfgs', str(value)]

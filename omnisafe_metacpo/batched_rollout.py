@@ -38,9 +38,11 @@ import torch
 from omnisafe.common.normalizer import Normalizer
 
 import task_distributions
+from omnisafe_metacpo import compat, parallel
 from omnisafe_metacpo.policy import FunctionalPolicy
 from omnisafe_metacpo.rollout import Batch, rollout_noise
 from task_distributions import Task
+from task_distributions.lockstep import EnvGroup, StepResult, WorkerEnvGroup
 
 #: ``progress(steps, description)``: told after each lockstep how many env steps were taken.
 ProgressCallback = Callable[[int, str], None]
@@ -71,25 +73,78 @@ class BatchedRollout:
         self.obs_normalizer = obs_normalizer
         self._low = torch.as_tensor(action_space.low, dtype=torch.float32)
         self._high = torch.as_tensor(action_space.high, dtype=torch.float32)
-        self._envs: list[Any] = []
+        self._env_workers = algo_cfgs.get('env_workers')  # absent from stock configs: auto
+        self._groups: list[EnvGroup | WorkerEnvGroup] = []
+        probe = task_distributions.make_env(env_id, split=split)
+        # OmniSafe's ActionScale(low=-1, high=1) maps the policy's range onto the env's.
+        self._env_low = torch.as_tensor(probe.action_space.low, dtype=torch.float32)
+        self._env_high = torch.as_tensor(probe.action_space.high, dtype=torch.float32)
+        probe.close()
 
-    def _ensure_envs(self, count: int) -> list[Any]:
-        while len(self._envs) < count:
-            self._envs.append(task_distributions.make_env(self._env_id, split=self._split))
-            # OmniSafe's ActionScale(low=-1, high=1) maps the policy's range onto the env's.
-            self._env_low = torch.as_tensor(self._envs[0].action_space.low, dtype=torch.float32)
-            self._env_high = torch.as_tensor(self._envs[0].action_space.high, dtype=torch.float32)
-        return self._envs[:count]
+    def _env_groups(self, count: int) -> list[EnvGroup | WorkerEnvGroup]:
+        """The environments of ``count`` tasks: helper processes' shares first, then this one's.
+
+        ``algo_cfgs.env_workers`` helper processes (null: one per further core this process may
+        use, shared among ``--parallel`` ranks) step all but the last share, the smallest, which
+        this process steps between sending the actions and reading the results.
+        """
+        if sum(len(group) for group in self._groups) == count:
+            return self._groups
+        self.close()
+        workers = self._env_workers
+        if workers is None:
+            workers = compat.usable_cores() // parallel.world_size() - 1
+        shares = [len(part) for part in np.array_split(np.arange(count), min(workers, count - 1)
+                                                          + 1)]
+        # np.array_split puts the larger shares first: this process, which also evaluates the
+        # policies, steps the last (smallest) one.
+        self._groups = [WorkerEnvGroup(self._env_id, self._split, size) for size in shares[:-1]]
+        self._groups.append(EnvGroup(self._env_id, self._split, shares[-1]))
+        return self._groups
 
     def _normalize(self, raw: np.ndarray) -> torch.Tensor:
         obs = torch.as_tensor(raw, dtype=torch.float32)
         return obs if self.obs_normalizer is None else self.obs_normalizer.normalize(obs)
 
     def close(self) -> None:
-        """Close the environments."""
-        for env in self._envs:
-            env.close()
-        self._envs = []
+        """Close the environments (and stop the helper processes)."""
+        for group in self._groups:
+            group.close()
+        self._groups = []
+
+    @staticmethod
+    def _spans(groups: list[Any]) -> list[tuple[int, int]]:
+        """(start, stop) of each group's environments among the M."""
+        stops = np.cumsum([len(group) for group in groups]).tolist()
+        return list(zip([0, *stops[:-1]], stops, strict=True))
+
+    def _reset(self, groups: list[Any], tasks: Sequence[Task], seeds: Sequence[int]) -> np.ndarray:
+        """Pin and reset every environment: the helpers' first, so they work while this one does."""
+        *workers, local = groups
+        *spans, (start, _) = self._spans(groups)
+        for worker, (begin, end) in zip(workers, spans, strict=True):
+            worker.reset(tasks[begin:end], seeds[begin:end])
+        mine = local.reset(tasks[start:], seeds[start:])
+        return np.concatenate([*(worker.result() for worker in workers), mine])
+
+    def _step(self, groups: list[Any], actions: np.ndarray) -> StepResult:
+        """One lockstep of every environment (the helpers stepping while this process does)."""
+        *workers, local = groups
+        spans = self._spans(groups)
+        for worker, (begin, end) in zip(workers, spans, strict=False):
+            worker.step(actions[begin:end])
+        mine = local.step(actions[spans[-1][0]:])
+        if not workers:
+            return mine
+        parts = [*(worker.result() for worker in workers), mine]
+        return StepResult(
+            np.concatenate([part.obs for part in parts]),
+            np.concatenate([part.rewards for part in parts]),
+            np.concatenate([part.costs for part in parts]),
+            [(begin + index, terminated, final)
+             for part, (begin, _) in zip(parts, spans, strict=True)
+             for index, terminated, final in part.ended],
+        )
 
     @torch.no_grad()
     def collect(  # pylint: disable=too-many-locals,too-many-statements
@@ -119,12 +174,9 @@ class BatchedRollout:
             description: Passed to ``progress``.
         """
         count = len(tasks)
-        envs = self._ensure_envs(count)
-        raw = []
-        for env, task, seed in zip(envs, tasks, seeds, strict=True):
-            env.set_task(task, hold=True)  # every episode of this rollout runs in its task
-            raw.append(env.reset(seed=seed)[0])
-        obs = self._normalize(np.stack(raw))
+        groups = self._env_groups(count)
+        # Every episode of rollout i runs in tasks[i]; the env is reset with seeds[i].
+        obs = self._normalize(self._reset(groups, tasks, seeds))
         actor = policy.stacked(torch.stack([theta.detach() for theta in thetas]))
         act_dim = int(self._low.shape[0])
         noise = torch.stack([rollout_noise(seed, steps, act_dim) for seed in seeds], dim=1)
@@ -137,28 +189,21 @@ class BatchedRollout:
         # Per task: (last step of an episode, terminated?) and the normalised final observations.
         ends: list[list[tuple[int, bool]]] = [[] for _ in range(count)]
         finals: list[list[torch.Tensor]] = [[] for _ in range(count)]
-        next_raw = np.empty((count, obs.shape[-1]))
         for step in range(steps):
             obs_buf[step] = obs
             act = actor.mean(obs) + actor.std * noise[step]
             act_buf[step] = act
-            env_act = (self._env_low + scale * (act - self._low)).numpy()
-            ended = []
-            for index, env in enumerate(envs):
-                next_obs, reward, cost, terminated, truncated, _ = env.step(env_act[index])
-                rewards[step, index] = reward
-                costs[step, index] = cost
-                if terminated or truncated:
-                    ended.append((index, bool(terminated), next_obs))
-                    next_obs, _ = env.reset()
-                next_raw[index] = next_obs
+            result = self._step(groups, (self._env_low + scale * (act - self._low)).numpy())
+            rewards[step] = result.rewards
+            costs[step] = result.costs
+            ended = result.ended
             if ended:
                 # ObsNormalize normalises the final observations before the new ones.
                 final = self._normalize(np.stack([o for _, _, o in ended]))
                 for row, (index, terminated, _) in enumerate(ended):
                     ends[index].append((step, terminated))
                     finals[index].append(final[row])
-            obs = self._normalize(next_raw)
+            obs = self._normalize(result.obs)
             if progress is not None:
                 progress(count, description)
 
@@ -290,3 +335,4 @@ def gae(
         carried = deltas[step] + discount * (carried * continues[step])
         adv[step] = carried
     return adv.to(torch.float32), (adv + values).to(torch.float32)
+

@@ -62,6 +62,9 @@ def validate_meta_config(cfgs: Any, env_id: str) -> None:
     _require(algo.metric in METRICS, 'algo_cfgs.metric', algo.metric, ' or '.join(METRICS))
     _require(algo.kl_bound is None or (_number(algo.kl_bound) and algo.kl_bound > 0),
              'algo_cfgs.kl_bound', algo.kl_bound, 'null or a finite number > 0')
+    _require(algo.env_workers is None or (_int(algo.env_workers) and algo.env_workers >= 0),
+             'algo_cfgs.env_workers', algo.env_workers,
+             'null (one per further usable core) or an integer >= 0')
     _require(algo.sampler in SAMPLERS, 'algo_cfgs.sampler', algo.sampler, ' or '.join(SAMPLERS))
     if algo.sampler == 'batched':
         # The batched sampler applies observation normalisation itself; OmniSafe's reward and

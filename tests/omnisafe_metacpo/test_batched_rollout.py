@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import omnisafe
 import pytest
@@ -164,3 +166,29 @@ def test_progress_is_reported_per_lockstep(run_dir: str) -> None:
                             description='step 1')
     assert seen == [(2, 'step 1')] * 30
     assert np.sum([n for n, _ in seen]) == 60
+
+
+
+def test_environments_in_a_helper_process_give_the_same_rollouts(run_dir: str) -> None:
+    """``env_workers``: where an environment steps changes nothing, normaliser included."""
+    batches = {}
+    for workers in (0, 1):
+        algo = _algo(os.path.join(run_dir, str(workers)), env_workers=workers)
+        env = algo._env
+        tasks = [env.sample_task() for _ in range(3)]
+        batches[workers] = env.collect_tasks(algo._policy, _thetas(algo, 3), algo._actor_critic,
+                                             tasks, 600, [41, 42, 43])
+        groups = env._batched._groups
+        assert [type(group).__name__ for group in groups] == (
+            ['EnvGroup'] if workers == 0 else ['WorkerEnvGroup', 'EnvGroup'])
+        env.close()
+    for alone, helped in zip(batches[0], batches[1], strict=True):
+        for name in ('obs', 'act', 'logp', 'adv_r', 'adv_c', 'target_value_r'):
+            assert torch.equal(getattr(alone, name), getattr(helped, name)), name
+        assert alone.ep_costs == helped.ep_costs and alone.cost_rate == helped.cost_rate
+
+
+@pytest.mark.parametrize('value', [-1, 1.5, 'two'])
+def test_env_workers_is_validated(run_dir: str, value: object) -> None:
+    with pytest.raises(MetaConfigError, match=r'algo_cfgs\.env_workers'):
+        _algo(run_dir, env_workers=value)
