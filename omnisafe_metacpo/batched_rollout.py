@@ -85,8 +85,8 @@ class BatchedRollout:
         """The environments of ``count`` tasks: helper processes' shares first, then this one's.
 
         ``algo_cfgs.env_workers`` helper processes (null: one per further core this process may
-        use, shared among ``--parallel`` ranks) step all but the last share, the smallest, which
-        this process steps between sending the actions and reading the results.
+        use, shared among ``--parallel`` ranks) step their shares while this process steps its
+        own, between sending the actions and reading the results.
         """
         if sum(len(group) for group in self._groups) == count:
             return self._groups
@@ -96,10 +96,11 @@ class BatchedRollout:
             workers = compat.usable_cores() // parallel.world_size() - 1
         shares = [len(part) for part in np.array_split(np.arange(count), min(workers, count - 1)
                                                           + 1)]
-        # np.array_split puts the larger shares first: this process, which also evaluates the
-        # policies, steps the last (smallest) one.
-        self._groups = [WorkerEnvGroup(self._env_id, self._split, size) for size in shares[:-1]]
-        self._groups.append(EnvGroup(self._env_id, self._split, shares[-1]))
+        # The helpers wait while this process evaluates the policies, and this process steps
+        # its share while they step theirs: it takes the largest share (np.array_split's first)
+        # so that it does not wait for a helper's extra message round trip.
+        self._groups = [WorkerEnvGroup(self._env_id, self._split, size) for size in shares[1:]]
+        self._groups.append(EnvGroup(self._env_id, self._split, shares[0]))
         return self._groups
 
     def _normalize(self, raw: np.ndarray) -> torch.Tensor:
