@@ -134,6 +134,9 @@ def train_ranks(env_id: str, ranks: int, num_tasks: int, iterations: int,
         '--parallel', str(ranks), '--total-steps', str(iterations * steps_per_epoch),
         '--log-dir', log_dir,
         '--custom-cfgs', 'algo_cfgs:num_tasks', '--custom-cfgs', str(num_tasks),
+        # Ranks alone: no environment helper processes (one rank would otherwise use the second
+        # core for them, and two ranks leave no core free here).
+        '--custom-cfgs', 'algo_cfgs:env_workers', '--custom-cfgs', '0',
         '--custom-cfgs', 'algo_cfgs:steps_per_epoch', '--custom-cfgs', str(steps_per_epoch),
         '--custom-cfgs', 'meta_test_cfgs:freq', '--custom-cfgs', '0',
         '--custom-cfgs', 'logger_cfgs:use_tensorboard', '--custom-cfgs', 'False',
@@ -269,7 +272,7 @@ def main() -> None:
         '| env | sampler | env steps / iteration | env steps/s | speed-up | '
         + ' | '.join(f'{p} s' for p in PARTS)
         + ' | rollout ms / env step | env alone ms / step | ratio | peak RSS MiB | threads |',
-        '|---' * (12 + len(PARTS)) + '|',
+        '|---' * (10 + len(PARTS)) + '|',
     ]
     for env_id, result in results.items():
         base = result['sequential']['steps_per_s']
