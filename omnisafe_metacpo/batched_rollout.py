@@ -37,7 +37,6 @@ import numpy as np
 import torch
 from omnisafe.common.normalizer import Normalizer
 
-import task_distributions
 from omnisafe_metacpo import compat, parallel
 from omnisafe_metacpo.policy import FunctionalPolicy
 from omnisafe_metacpo.rollout import Batch, rollout_noise
@@ -57,6 +56,7 @@ class BatchedRollout:
         algo_cfgs: The algorithm's ``algo_cfgs`` (GAE and standardisation settings).
         obs_normalizer: The shared running normaliser (updated in place), or ``None``.
         action_space: The adapter's action space (the policy's range, [-1, 1]).
+        env_action_space: The environment's own action space.
     """
 
     def __init__(
@@ -66,6 +66,7 @@ class BatchedRollout:
         algo_cfgs: Any,
         obs_normalizer: Normalizer | None,
         action_space: Any,
+        env_action_space: Any,
     ) -> None:
         self._env_id = env_id
         self._split = split
@@ -75,11 +76,9 @@ class BatchedRollout:
         self._high = torch.as_tensor(action_space.high, dtype=torch.float32)
         self._env_workers = algo_cfgs.get('env_workers')  # absent from stock configs: auto
         self._groups: list[EnvGroup | WorkerEnvGroup] = []
-        probe = task_distributions.make_env(env_id, split=split)
         # OmniSafe's ActionScale(low=-1, high=1) maps the policy's range onto the env's.
-        self._env_low = torch.as_tensor(probe.action_space.low, dtype=torch.float32)
-        self._env_high = torch.as_tensor(probe.action_space.high, dtype=torch.float32)
-        probe.close()
+        self._env_low = torch.as_tensor(env_action_space.low, dtype=torch.float32)
+        self._env_high = torch.as_tensor(env_action_space.high, dtype=torch.float32)
 
     def _env_groups(self, count: int) -> list[EnvGroup | WorkerEnvGroup]:
         """The environments of ``count`` tasks: helper processes' shares first, then this one's.
@@ -93,7 +92,7 @@ class BatchedRollout:
         self.close()
         workers = self._env_workers
         if workers is None:
-            workers = compat.usable_cores() // parallel.world_size() - 1
+            workers = max(0, compat.usable_cores() // parallel.world_size() - 1)
         shares = [len(part) for part in np.array_split(np.arange(count), min(workers, count - 1)
                                                           + 1)]
         # The helpers wait while this process evaluates the policies, and this process steps

@@ -80,6 +80,7 @@ class TaskRolloutAdapter(OnPolicyAdapter):
         while isinstance(env, Wrapper):  # OmniSafe wrappers answer None for max_episode_steps
             env = env._env  # pylint: disable=protected-access
         self._episode_length = int(env.max_episode_steps)
+        self._env_action_space = env.action_space  # the env's own range, below ActionScale
 
     @property
     def episode_length(self) -> int:
@@ -136,7 +137,8 @@ class TaskRolloutAdapter(OnPolicyAdapter):
 
             if self._batched is None:
                 self._batched = BatchedRollout(self._env_id, self._split, self._cfgs.algo_cfgs,
-                                               self.obs_normalizer, self.action_space)
+                                               self.obs_normalizer, self.action_space,
+                                               self._env_action_space)
             return self._batched.collect(policy, thetas, critics, tasks, steps, seeds,
                                          progress, description)
         batches = []
