@@ -43,6 +43,19 @@ VARIANTS: dict[str, dict[str, object]] = {
     'K_2': {'inner_steps': 2},
     'rollout_2000': {'steps_per_epoch': 60000},
 }
+#: The baseline the targets compare with: OmniSafe's CPO with the corrected dual
+#: (``CPOCorrected``), its own defaults but the paper's policy and cost limit, trained on the same
+#: task distribution for the same number of env steps and meta-tested (fine-tuned with its own
+#: CPO step) exactly like the Meta-CPO variants. Its epochs of 20,000 steps are OmniSafe's CPO
+#: default; use a ``--total-steps`` that both 20,000 and Meta-CPO's 30,000 divide (e.g. 180,000).
+BASELINES: dict[str, dict[str, object]] = {
+    'CPOCorrected': {'algo_cfgs': {'cost_limit': 10.0, 'steps_per_epoch': 20000},
+                     'model_cfgs': {'actor': {'hidden_sizes': [32, 16]}}},
+}
+#: The plug-in's CLI cannot pass lists (OmniSafe's ``custom_cfgs_to_dict`` splits them into
+#: strings), so baselines are trained through ``omnisafe.Agent`` with their configs as JSON.
+_AGENT = ('import json, sys, omnisafe; '
+          'omnisafe.Agent(sys.argv[1], sys.argv[2], custom_cfgs=json.loads(sys.argv[3])).learn()')
 #: Diagnostics read from progress.csv (mean of the last three meta-iterations).
 DIAGNOSTICS = ('Metrics/EpCost', 'Metrics/EpRet', 'MetaTrain/PreAdapt/EpCost',
                'MetaTrain/Inner/KL', 'MetaTrain/Inner/KLMax',
@@ -68,15 +81,22 @@ def run_one(root: str, env_id: str, variant: str, seed: int, args: argparse.Name
     if not os.path.isfile(result_path):
         shutil.rmtree(log_dir, ignore_errors=True)  # an unfinished run starts again
         os.makedirs(log_dir)
-        command = [os.path.join(BIN, 'omnisafe'), 'train', '--algo', 'MetaCPO',
-                   '--env-id', env_id, '--total-steps', str(args.total_steps),
-                   '--log-dir', log_dir, '--custom-cfgs', 'seed', '--custom-cfgs', str(seed),
-                   '--custom-cfgs', 'meta_test_cfgs:freq', '--custom-cfgs', '0',
-                   # one process per run: --workers runs already share the cores
-                   '--custom-cfgs', 'algo_cfgs:env_workers', '--custom-cfgs', '0',
-                   '--custom-cfgs', 'logger_cfgs:use_tensorboard', '--custom-cfgs', 'False']
-        for key, value in VARIANTS[variant].items():
-            command += ['--custom-cfgs', f'algo_cfgs:{key}', '--custom-cfgs', str(value)]
+        if variant in BASELINES:
+            custom = json.loads(json.dumps(BASELINES[variant]))
+            custom.update(seed=seed, train_cfgs={'total_steps': args.total_steps,
+                                                 'torch_threads': 1},
+                          logger_cfgs={'log_dir': log_dir, 'use_tensorboard': False})
+            command = [sys.executable, '-c', _AGENT, variant, env_id, json.dumps(custom)]
+        else:
+            command = [os.path.join(BIN, 'omnisafe'), 'train', '--algo', 'MetaCPO',
+                       '--env-id', env_id, '--total-steps', str(args.total_steps),
+                       '--log-dir', log_dir, '--custom-cfgs', 'seed', '--custom-cfgs',
+                       str(seed), '--custom-cfgs', 'meta_test_cfgs:freq', '--custom-cfgs', '0',
+                       # one process per run: --workers runs already share the cores
+                       '--custom-cfgs', 'algo_cfgs:env_workers', '--custom-cfgs', '0',
+                       '--custom-cfgs', 'logger_cfgs:use_tensorboard', '--custom-cfgs', 'False']
+            for key, value in VARIANTS[variant].items():
+                command += ['--custom-cfgs', f'algo_cfgs:{key}', '--custom-cfgs', str(value)]
         start = time.time()
         with open(os.path.join(log_dir, 'train.log'), 'w', encoding='utf-8') as log:
             subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
@@ -93,8 +113,9 @@ def run_one(root: str, env_id: str, variant: str, seed: int, args: argparse.Name
         results = json.load(file)
     with open(_progress_csv(log_dir), encoding='utf-8') as file:
         rows = list(csv.DictReader(file))[-3:]
-    for key in DIAGNOSTICS:
-        results[key] = float(np.mean([float(row[key]) for row in rows]))
+    for key in DIAGNOSTICS:  # the MetaTrain/ ones exist for Meta-CPO only
+        results[key] = float(np.mean([float(row[key]) for row in rows])) if key in rows[0] \
+            else float('nan')
     print(f'done {env_id} {variant} seed {seed}', flush=True)
     return {'variant': variant, 'seed': seed, **results}
 
@@ -111,7 +132,10 @@ def main() -> None:
     parser.add_argument('--env-id', default='MetaPointCircle-v0')
     parser.add_argument('--total-steps', type=int, default=300000)
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    parser.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument('--variants', nargs='+', default=list(VARIANTS),
+                        choices=[*VARIANTS, *BASELINES])
+    parser.add_argument('--name', default='ablation',
+                        help='results file stem: benchmarks/results/<name>_<env>.csv/.md')
     parser.add_argument('--workers', type=int, default=2)
     parser.add_argument('--root', default=os.path.join(REPO, 'runs', 'ablation'))
     parser.add_argument('--test-tasks', type=int, default=5)
@@ -141,7 +165,8 @@ def main() -> None:
     for variant in args.variants:
         mine = [row for row in rows if row['variant'] == variant]
         entry: dict[str, object] = {'env_id': args.env_id, 'variant': variant,
-                                    'change': json.dumps(VARIANTS[variant]),
+                                    'change': json.dumps(VARIANTS.get(variant)
+                                                         or BASELINES[variant]),
                                     'seeds': len(mine), 'total_steps': args.total_steps}
         for name, key in columns.items():
             mean, se = _mean_se([row[key] for row in mine])
@@ -154,7 +179,7 @@ def main() -> None:
         entry['worst_adapted_cost_mean'], entry['worst_adapted_cost_se'] = _mean_se(
             [row[f'MetaTest/EpCost/step_{worst}'] for row in mine])
         entry['worst_adapted_step'] = worst
-    stem = os.path.join(HERE, 'results', f'ablation_{args.env_id}')
+    stem = os.path.join(HERE, 'results', f'{args.name}_{args.env_id}')
     with open(stem + '.csv', 'w', encoding='utf-8', newline='') as file:
         writer = csv.DictWriter(file, fieldnames=list(table[0]))
         writer.writeheader()

@@ -136,14 +136,8 @@ def _world_size() -> int:
 
 
 def _validate_task_split(algo: Any, ranks: int) -> None:
-    """Every rank needs a task, and a sample in every critic minibatch (``parallel``)."""
+    """Every rank needs a task (``parallel``)."""
     if ranks == 1:
         return
     _require(algo.num_tasks >= ranks, 'algo_cfgs.num_tasks', algo.num_tasks,
              f'at least one task per rank: >= {ranks} with {ranks} ranks')
-    # The rank with the fewest tasks holds floor(M / N) of M equal shares of the data, and
-    # contributes batch_size * floor(M / N) / M samples to each critic minibatch.
-    fewest = algo.num_tasks // ranks
-    _require(algo.batch_size * fewest >= algo.num_tasks, 'algo_cfgs.batch_size', algo.batch_size,
-             f'>= {-(-algo.num_tasks // fewest)} with {algo.num_tasks} tasks over {ranks} ranks '
-             '(every rank needs a sample in every critic minibatch)')

@@ -291,7 +291,7 @@ class MetaCPO(CPO):
         self._count_failure(fault or accepted is None)
 
         tick = time.time()
-        self._update_critics(results, iteration, summary)
+        self._update_critics(results, iteration)
         timers['Critic'] = time.time() - tick
         self._check_ranks_identical(iteration)
         self._log_iteration(summary, stats, grad_f, grad_g, timers)
@@ -560,44 +560,52 @@ class MetaCPO(CPO):
                 'algo_cfgs.inner_delta / meta_delta or try algo_cfgs.dco_backend: closed_form.',
             )
 
-    def _update_critics(self, results: list[TaskResult], iteration: int,
-                        summary: torch.Tensor) -> None:
+    def _update_critics(self, results: list[TaskResult], iteration: int) -> None:
         """Fit the shared reward and cost critics on every rollout of the iteration (OmniSafe's).
 
-        With several ranks each rank holds its tasks' rollouts, and OmniSafe's critic updates
-        average the ranks' gradients (``distributed.avg_grads``) at every minibatch: every rank
-        runs the same number of minibatches, each rank's part of a minibatch proportional to its
-        data, weighted so that the average is the gradient on the union minibatch
-        (:func:`parallel.critic_minibatches`).
+        With several ranks the rollouts of all tasks are gathered once (one collective) and the
+        critics are fitted on their union, in the order and with the shuffling one rank uses; the
+        two critics are independent, so rank 0 fits the reward critic and rank 1 (mod N) the cost
+        critic, then each hands its critic and optimiser state to the others. The critics of an
+        N-rank run are those of a one-rank run, bit for bit, and OmniSafe's per-minibatch gradient
+        averaging, a collective per parameter per minibatch that cost more than the fit itself,
+        is skipped (:func:`parallel.local_gradients`).
         """
-        batches = [r.batch for result in results for r in result.records] + [
-            result.post for result in results
-        ]
-        obs = torch.cat([b.obs for b in batches])
-        target_r = torch.cat([b.target_value_r for b in batches])
-        target_c = torch.cat([b.target_value_c for b in batches])
-        size = parallel.world_size()
-        samples = summary[:, _SUMMARY.index('samples')].tolist()
-        sizes = [int(sum(samples[rank::size])) for rank in range(size)]  # task i on rank i % N
-        plan = parallel.critic_minibatches(sizes, self._cfgs.algo_cfgs.batch_size, self._rank)
-        # Rank 0 shuffles as a one-rank run does; other ranks have streams of their own.
-        key = (self._seed, iteration, _CRITIC, *((self._rank,) if self._rank else ()))
-        generator = torch.Generator().manual_seed(rollout_seed(*key))
-        critics = (self._actor_critic.reward_critic, self._actor_critic.cost_critic)
-        for _ in range(self._cfgs.algo_cfgs.update_iters):
-            # Shuffled minibatches by indexing the tensors (a DataLoader over a TensorDataset
-            # fetches and collates 512 single samples per minibatch: most of the fit's time).
-            order = torch.randperm(obs.shape[0], generator=generator)
-            for start, stop, weight in plan:
-                index = order[start:stop].to(obs.device)
-                with parallel.scaled_gradients(critics, weight):
-                    self._update_reward_critic(obs[index], target_r[index])
-                    self._update_cost_critic(obs[index], target_c[index])
+        # Per task: its K inner rollouts, then (after all tasks) the post-adaptation rollouts,
+        # the order of one rank's fit. Columns: observation, reward target, cost target.
+        def rows(batches: list[Batch]) -> torch.Tensor:
+            return torch.cat([torch.cat([b.obs, b.target_value_r[:, None],
+                                         b.target_value_c[:, None]], dim=1) for b in batches])
+
+        num_tasks = self._cfgs.algo_cfgs.num_tasks
+        inner = parallel.gather_task_data(
+            [rows([r.batch for r in result.records]) for result in results], num_tasks)
+        post = parallel.gather_task_data([rows([result.post]) for result in results], num_tasks)
+        data = torch.cat(inner + post)
+        obs, target_r, target_c = data[:, :-2], data[:, -2], data[:, -1]
+        ac = self._actor_critic
+        fits = [(parallel.owner(0), self._update_reward_critic, target_r,
+                 ac.reward_critic, ac.reward_critic_optimizer),
+                (parallel.owner(1), self._update_cost_critic, target_c,
+                 ac.cost_critic, ac.cost_critic_optimizer)]
+        mine = [(update, target) for owner, update, target, _, _ in fits if owner == self._rank]
+        generator = torch.Generator().manual_seed(rollout_seed(self._seed, iteration, _CRITIC))
+        batch_size = self._cfgs.algo_cfgs.batch_size
+        with parallel.local_gradients():
+            for _ in range(self._cfgs.algo_cfgs.update_iters):
+                # Shuffled minibatches by indexing the tensors (a DataLoader over a
+                # TensorDataset fetches and collates 512 single samples per minibatch: most of
+                # the fit's time).
+                order = torch.randperm(obs.shape[0], generator=generator).to(obs.device)
+                for start in range(0, obs.shape[0], batch_size):
+                    index = order[start:start + batch_size]
+                    for update, target in mine:
+                        update(obs[index], target[index])
+        for owner, _, _, critic, optimizer in fits:
+            parallel.share_from(owner, critic, optimizer)
         with torch.no_grad():
-            values = torch.stack([self._actor_critic.reward_critic(obs)[0].mean(),
-                                  self._actor_critic.cost_critic(obs)[0].mean()])
-        values = parallel.weighted_average(values, obs.shape[0])  # over all ranks' states
-        self._store({'Value/reward': values[0].item(), 'Value/cost': values[1].item()})
+            self._store({'Value/reward': self._actor_critic.reward_critic(obs)[0].mean().item(),
+                         'Value/cost': self._actor_critic.cost_critic(obs)[0].mean().item()})
 
     def _log_iteration(
         self,

@@ -28,6 +28,9 @@ def collectives() -> dict:
     local = torch.tensor([[float(i), 10.0 * i] for i in mine], dtype=torch.float64)
     ordered = parallel.gather_tasks(local, 5)
     average = parallel.weighted_average(torch.tensor([float(rank + 1)]), weight=rank + 1)
+    # Task i has i + 1 rows of value i (uneven amounts per task and per rank).
+    task_data = parallel.gather_task_data(
+        [torch.full((i + 1, 2), float(i)) for i in mine], 5)
 
     # Each rank pushes different observations; afterwards all ranks must hold the statistics of
     # the start state plus every rank's observations.
@@ -43,6 +46,7 @@ def collectives() -> dict:
         'mine': mine,
         'ordered': ordered.tolist(),
         'average': average.tolist(),
+        'task_data': [t.tolist() for t in task_data],
         'normalizer': {k: v.tolist() for k, v in normalizer.state_dict().items()},
     }
 

@@ -7,7 +7,6 @@ the collectives are also tested alone under torchrun (``parallel_worker.py``).
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import os
 import re
@@ -116,42 +115,25 @@ def _alive(pid: int) -> bool:
 
 
 # ---------------------------------------------------------------------------------- units
-def test_critic_minibatches_are_the_union_minibatch_on_every_rank() -> None:
-    # One rank: exactly the batches of split(batch_size).
-    assert parallel.critic_minibatches([1000], 300, 0) == [
-        (0, 300, 1.0), (300, 600, 1.0), (600, 900, 1.0), (900, 1000, 1.0)]
-    # 5 tasks over 2 ranks: 3 and 2 tasks' samples; every rank gets the same count, covers its
-    # data once, and the weighted average of the ranks' gradients is the union's gradient.
-    sizes, batch_size = [600, 400], 300
-    plans = [parallel.critic_minibatches(sizes, batch_size, r) for r in range(2)]
-    assert len(plans[0]) == len(plans[1]) == 4
-    for plan, size in zip(plans, sizes, strict=True):
-        assert plan[0][0] == 0 and plan[-1][1] == size
-        assert all(a[1] == b[0] and a[0] < a[1] for a, b in itertools.pairwise(plan))
+def test_local_gradients_skip_omnisafe_averaging_only_inside() -> None:
+    from omnisafe.utils import distributed  # pylint: disable=import-outside-toplevel
+
+    original = distributed.avg_grads
     critic = torch.nn.Linear(3, 1)
-    data = [torch.randn(size, 3, generator=torch.Generator().manual_seed(r))
-            for r, size in enumerate(sizes)]
-    for j in range(4):
-        parts = [data[r][plans[r][j][0]:plans[r][j][1]] for r in range(2)]
-        averaged = torch.zeros(3)
-        for r, part in enumerate(parts):
-            critic.zero_grad()
-            with parallel.scaled_gradients([critic], plans[r][j][2]):
-                critic(part).pow(2).mean().backward()
-            averaged += critic.weight.grad[0] / 2  # what avg_grads computes
-        critic.zero_grad()
-        critic(torch.cat(parts)).pow(2).mean().backward()
-        torch.testing.assert_close(averaged, critic.weight.grad[0])
-    assert not critic.weight._backward_hooks  # hooks removed
+    critic(torch.ones(1, 3)).sum().backward()
+    with parallel.local_gradients():
+        assert distributed.avg_grads is not original
+        assert distributed.avg_grads(critic) is None
+    assert distributed.avg_grads is original
+    with pytest.raises(RuntimeError), parallel.local_gradients():
+        raise RuntimeError('restored on errors too')
+    assert distributed.avg_grads is original
 
 
 def test_task_split_and_timeout_are_validated(run_dir: str) -> None:
-    # 5 tasks over 2 ranks: the rank with 2 tasks holds 2/5 of the data, 2/5 of a minibatch.
-    _validate_task_split(SimpleNamespace(num_tasks=5, batch_size=3), 2)
+    _validate_task_split(SimpleNamespace(num_tasks=5), 2)
     with pytest.raises(MetaConfigError, match=r'algo_cfgs.num_tasks = 5 .* >= 6 with 6 ranks'):
-        _validate_task_split(SimpleNamespace(num_tasks=5, batch_size=512), 6)
-    with pytest.raises(MetaConfigError, match=r'algo_cfgs.batch_size = 2 .* >= 3 with 5 tasks'):
-        _validate_task_split(SimpleNamespace(num_tasks=5, batch_size=2), 2)
+        _validate_task_split(SimpleNamespace(num_tasks=5), 6)
     for value in (0, -1.0, float('inf'), 'soon'):
         custom = tiny_meta_cfgs()
         custom['logger_cfgs']['log_dir'] = run_dir
@@ -185,6 +167,9 @@ def test_collectives_give_every_rank_the_same_task_ordered_values(run_dir: str) 
     # Row i is task i's whichever rank held it.
     assert first['ordered'] == second['ordered'] == [[i, 10.0 * i] for i in range(5)]
     assert first['average'] == second['average'] == pytest.approx([(1 + 4) / 3])
+    # Per-task data of any size: every task's rows, in task order, on every rank.
+    assert first['task_data'] == second['task_data'] == [
+        [[float(i)] * 2] * (i + 1) for i in range(5)]
     # The normaliser: identical bits on both ranks, the statistics of all pushed observations.
     assert first['normalizer'] == second['normalizer']
     pushed = [torch.arange(6.0).reshape(2, 3)]
@@ -288,25 +273,27 @@ def test_resume_after_sigkill_of_the_launcher(two_rank_run: tuple[str, str],
 
 
 def test_two_ranks_train_on_the_tasks_and_seeds_of_one_rank(run_dir: str) -> None:
-    """With the normaliser off and the critics frozen, N = 1 and N = 2 give the same theta.
+    """With the normaliser off, N = 1 and N = 2 give the same theta and critics, bit for bit.
 
-    Those are the only parts of a meta-iteration whose result depends on how tasks are spread
-    (each rank's normaliser sees its own rollouts; critic minibatches are split over ranks):
-    everything else -- task draws, rollout seeds, inner steps, the meta-gradient, the meta line
-    search -- must match bit for bit, uneven split (3 tasks over 2 ranks) included.
+    The normaliser is the only part of a meta-iteration whose result depends on how tasks are
+    spread (each rank's normaliser sees its own rollouts during an iteration): everything else
+    -- task draws, rollout seeds, inner steps, the meta-gradient, the meta line search, the
+    critic fit on the union of the rollouts -- must match bit for bit, uneven split (3 tasks
+    over 2 ranks) included.
     """
-    frozen = {'algo_cfgs__obs_normalize': False, 'model_cfgs__critic__lr': 0.0}
-    one, _ = _train(os.path.join(run_dir, 'one'), 1, 2, **frozen)
-    two, _ = _train(os.path.join(run_dir, 'two'), 2, 2, **frozen)
+    one, _ = _train(os.path.join(run_dir, 'one'), 1, 2, algo_cfgs__obs_normalize=False)
+    two, _ = _train(os.path.join(run_dir, 'two'), 2, 2, algo_cfgs__obs_normalize=False)
     for epoch in (0, 1, 2):
         pi_one, pi_two = (torch.load(os.path.join(run, 'torch_save', f'epoch-{epoch}.pt'),
                                      weights_only=True)['pi'] for run in (one, two))
         for name, value in pi_one.items():
             assert torch.equal(value, pi_two[name]), (epoch, name)
-    # Critic losses are means over each rank's part of a minibatch; value means are averaged
-    # over ranks in float32: both differ in the last bits. Everything else is identical.
-    assert _without(_rows(one), 'Time/', 'Loss/', 'Value/') == \
-        _without(_rows(two), 'Time/', 'Loss/', 'Value/')
+    last_one, last_two = (torch.load(os.path.join(run, 'checkpoints', 'last.pt'),
+                                     weights_only=True) for run in (one, two))
+    for part in ('reward_critic', 'cost_critic'):
+        for name, value in last_one[part].items():
+            assert torch.equal(value, last_two[part][name]), (part, name)
+    assert _without(_rows(one), 'Time/') == _without(_rows(two), 'Time/')
 
 
 def test_meta_trpo_with_the_fisher_metric_over_two_ranks(run_dir: str) -> None:
