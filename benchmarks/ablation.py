@@ -1,6 +1,6 @@
 """Why does Meta-CPO's adapted cost exceed h? One setting changed at a time, measured.
 
-Each variant is MetaCPO with the paper's settings but one change (metric, a KL bound on the
+Each variant is MetaCPO with the paper's settings (the ``MetaCPOPaper`` preset) but one change (metric, a KL bound on the
 Euclidean steps, the inner trust region, K, the rollout length per inner step). Every run is
 trained through the stock CLI (``omnisafe train``), then its final policy is meta-tested on the
 same unseen test tasks with its own adaptation rule (``meta_test_saved_run``: fresh critics,
@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 BIN = os.path.dirname(sys.executable)
 
-#: One change each against the paper's settings (algo_cfgs keys and values).
+#: One change each against the paper's settings (``MetaCPOPaper``; algo_cfgs keys and values).
 VARIANTS: dict[str, dict[str, object]] = {
     'paper': {},
     'fisher': {'metric': 'fisher'},
@@ -88,7 +88,7 @@ def run_one(root: str, env_id: str, variant: str, seed: int, args: argparse.Name
                           logger_cfgs={'log_dir': log_dir, 'use_tensorboard': False})
             command = [sys.executable, '-c', _AGENT, variant, env_id, json.dumps(custom)]
         else:
-            command = [os.path.join(BIN, 'omnisafe'), 'train', '--algo', 'MetaCPO',
+            command = [os.path.join(BIN, 'omnisafe'), 'train', '--algo', 'MetaCPOPaper',
                        '--env-id', env_id, '--total-steps', str(args.total_steps),
                        '--log-dir', log_dir, '--custom-cfgs', 'seed', '--custom-cfgs',
                        str(seed), '--custom-cfgs', 'meta_test_cfgs:freq', '--custom-cfgs', '0',
@@ -165,8 +165,8 @@ def main() -> None:
     for variant in args.variants:
         mine = [row for row in rows if row['variant'] == variant]
         entry: dict[str, object] = {'env_id': args.env_id, 'variant': variant,
-                                    'change': json.dumps(VARIANTS.get(variant)
-                                                         or BASELINES[variant]),
+                                    'change': json.dumps(VARIANTS[variant] if variant in VARIANTS
+                                                         else BASELINES[variant]),
                                     'seeds': len(mine), 'total_steps': args.total_steps}
         for name, key in columns.items():
             mean, se = _mean_se([row[key] for row in mine])
@@ -187,7 +187,8 @@ def main() -> None:
     shown = ('test_return_step0', 'test_cost_step0', f'test_return_step{adapt}',
              f'test_cost_step{adapt}', 'worst_adapted_cost', 'train_cost_adapted', 'inner_kl',
              'cost_change_error')
-    lines = [f'MetaCPO ablation on {args.env_id}, {args.total_steps:,} env steps per run, seeds '
+    lines = [f'{args.name.capitalize()} on {args.env_id}, {args.total_steps:,} env steps per run, '
+             f'seeds '
              f'{args.seeds}; meta-test: {args.test_tasks} unseen tasks, {adapt} adaptation '
              f'steps of {args.test_rollout_steps} env steps (mean ± standard error over seeds).',
              '`' + ' '.join(['python benchmarks/ablation.py', *sys.argv[1:]]) + '`', '',
@@ -199,6 +200,43 @@ def main() -> None:
     with open(stem + '.md', 'w', encoding='utf-8') as file:
         file.write(text + '\n')
     print(text)
+    plot(rows, args, stem + '.png')
+
+
+def plot(rows: list[dict], args: argparse.Namespace, path: str) -> None:
+    """Return and cost per episode on the unseen tasks against the adaptation step, per variant
+    (mean and standard error over seeds), with the test-time cost limit."""
+    import matplotlib  # pylint: disable=import-outside-toplevel
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+    from omnisafe_metacpo.adaptation_rule import load_run_cfgs  # pylint: disable=C0415
+
+    steps = np.arange(args.adapt_steps + 1)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for variant in args.variants:
+        mine = [row for row in rows if row['variant'] == variant]
+        for axis, metric in zip(axes, ('EpRet', 'EpCost'), strict=True):
+            values = np.array([[row[f'MetaTest/{metric}/step_{k}'] for k in steps]
+                               for row in mine])
+            mean = values.mean(axis=0)
+            se = values.std(axis=0, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0 * mean
+            axis.plot(steps, mean, marker='o', label=variant)
+            axis.fill_between(steps, mean - se, mean + se, alpha=0.2)
+    run = os.path.dirname(_progress_csv(_run_dir(args.root, args.env_id, args.variants[0],
+                                                 args.seeds[0])))
+    limit = load_run_cfgs(run, None).meta_test_cfgs.cost_limit
+    axes[1].axhline(limit, color='black', linestyle='--', label=f'h = {limit:g}')
+    for axis, title in zip(axes, ('return per episode', 'cost per episode'), strict=True):
+        axis.set_xlabel('adaptation steps on the unseen task')
+        axis.set_title(title)
+    axes[1].legend(fontsize=8)
+    figure.suptitle(f'{args.env_id}: {len(args.seeds)} seeds, {args.total_steps:,} training '
+                    f'steps, {args.test_tasks} unseen tasks', fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 if __name__ == '__main__':

@@ -29,7 +29,7 @@ import os
 from typing import Any
 
 #: The meta-learners and whether their inner step is constrained (CPO) or not (TRPO).
-META_LEARNERS: dict[str, bool] = {'MetaCPO': True, 'MetaTRPO': False}
+META_LEARNERS: dict[str, bool] = {'MetaCPO': True, 'MetaCPOPaper': True, 'MetaTRPO': False}
 
 #: Algorithm settings the samplers read. With the zero values of ``ZeroCritic`` and lambda = 1,
 #: the value targets of any GAE computation (OmniSafe's buffer, the batched sampler's) are the

@@ -35,7 +35,7 @@ from omnisafe_metacpo import compat
 
 #: Algorithms of the plug-in, by OmniSafe algorithm type.
 PLUGIN_ALGORITHMS: dict[str, tuple[str, ...]] = {
-    'on-policy': ('MetaCPO', 'MetaTRPO', 'CPOCorrected'),
+    'on-policy': ('MetaCPO', 'MetaCPOPaper', 'MetaTRPO', 'CPOCorrected'),
 }
 
 #: ``env_cfgs`` accepted by the ``Meta*`` envs for every OmniSafe algorithm.
@@ -72,22 +72,48 @@ def _meta_env_ids() -> set[str]:
     }
 
 
+def _yaml_chain(algo: str) -> list[dict[str, Any]]:
+    """The plug-in YAML of ``algo`` after those it builds on (its ``base:``, recursively).
+
+    A preset such as ``MetaCPOPaper.yaml`` names ``base: MetaCPO`` and lists only what it
+    changes: the base's ``defaults`` and env sections apply first, then the preset's.
+    """
+    from omnisafe.utils.config import load_yaml
+
+    chain: list[dict[str, Any]] = []
+    name: str | None = algo
+    while name is not None:
+        kwargs = load_yaml(os.path.join(configs_dir(), f'{name}.yaml'))
+        chain.insert(0, kwargs)
+        name = kwargs.get('base')
+        if name is not None and not is_plugin_algo(name):
+            raise ValueError(f'{algo}.yaml: base: {name} is not an algorithm of the plug-in '
+                             f'({", ".join(sorted(_plugin_names()))})')
+        if len(chain) > len(_plugin_names()):
+            raise ValueError(f'{algo}.yaml: its base: entries form a cycle')
+    return chain
+
+
+def _plugin_names() -> set[str]:
+    return {name for names in PLUGIN_ALGORITHMS.values() for name in names}
+
+
 def load_default_config(algo: str, env_id: str, algo_type: str) -> Any:
     """OmniSafe's ``get_default_kwargs_yaml``, reading the plug-in's YAML for its algorithms.
 
     Returns the ``Config`` of defaults updated by the env-specific section, with ``env_cfgs``
     defaults added for ``Meta*`` env ids.
     """
-    from omnisafe.utils.config import Config, load_yaml
+    from omnisafe.utils.config import Config
 
     from omnisafe_metacpo._original import get_default_kwargs_yaml
 
     if is_plugin_algo(algo):
-        path = os.path.join(configs_dir(), f'{algo}.yaml')
-        kwargs = load_yaml(path)
-        config = Config.dict2config(kwargs['defaults'])
-        if kwargs.get(env_id) is not None:
-            config.recurisve_update(kwargs[env_id])
+        config = Config.dict2config({})
+        for kwargs in _yaml_chain(algo):
+            config.recurisve_update(kwargs['defaults'])
+            if kwargs.get(env_id) is not None:
+                config.recurisve_update(kwargs[env_id])
     else:
         config = get_default_kwargs_yaml(algo, env_id, algo_type)
     if env_id in _meta_env_ids():

@@ -26,6 +26,7 @@ from omnisafe_metacpo.adaptation_rule import META_LEARNERS
 #: Legend labels; OmniSafe 0.5.0's CPO is marked as the one with the sign defect of its dual.
 LABELS: dict[str, str] = {
     'MetaCPO': 'Meta-CPO',
+    'MetaCPOPaper': "Meta-CPO (paper's settings)",
     'MetaTRPO': 'Meta-TRPO',
     'CPO': "CPO (OmniSafe 0.5.0's, sign defect)",
     'CPOCorrected': 'CPO (sign corrected)',
@@ -34,6 +35,7 @@ LABELS: dict[str, str] = {
 
 COLORS: dict[str, str] = {
     'MetaCPO': 'tab:red',
+    'MetaCPOPaper': 'tab:purple',
     'MetaTRPO': 'tab:orange',
     'CPO': 'tab:gray',
     'CPOCorrected': 'tab:blue',
