@@ -1,7 +1,8 @@
 """Why does Meta-CPO's adapted cost exceed h? One setting changed at a time, measured.
 
-Each variant is MetaCPO with the paper's settings (the ``MetaCPOPaper`` preset) but one change (metric, a KL bound on the
-Euclidean steps, the inner trust region, K, the rollout length per inner step). Every run is
+Each variant is MetaCPO with the paper's settings (the ``MetaCPOPaper`` preset) but one change
+(metric, a KL bound on the Euclidean steps, the inner trust region, K, the rollout length per
+inner step); ``CPOCorrected`` is the baseline the targets compare with. Every run is
 trained through the stock CLI (``omnisafe train``), then its final policy is meta-tested on the
 same unseen test tasks with its own adaptation rule (``meta_test_saved_run``: fresh critics,
 ``adapt_steps`` CPO steps at the test-time cost limit). Also read from ``progress.csv`` (mean of
