@@ -43,6 +43,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     'inner_delta_0.001': {'inner_delta': 0.001},
     'K_2': {'inner_steps': 2},
     'rollout_2000': {'steps_per_epoch': 60000},
+    # rollouts of 500 steps: twice the meta-iterations for the same samples
+    'rollout_500': {'steps_per_epoch': 15000},
 }
 #: The baseline the targets compare with: OmniSafe's CPO with the corrected dual
 #: (``CPOCorrected``), its own defaults but the paper's policy and cost limit, trained on the same
