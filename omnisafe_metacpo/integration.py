@@ -76,7 +76,8 @@ def _yaml_chain(algo: str) -> list[dict[str, Any]]:
     """The plug-in YAML of ``algo`` after those it builds on (its ``base:``, recursively).
 
     A preset such as ``MetaCPOPaper.yaml`` names ``base: MetaCPO`` and lists only what it
-    changes: the base's ``defaults`` and env sections apply first, then the preset's.
+    changes: the base's ``defaults``, then the preset's, then the base's section for the env id,
+    then the preset's.
     """
     from omnisafe.utils.config import load_yaml
 
@@ -110,10 +111,12 @@ def load_default_config(algo: str, env_id: str, algo_type: str) -> Any:
 
     if is_plugin_algo(algo):
         config = Config.dict2config({})
-        for kwargs in _yaml_chain(algo):
-            config.recurisve_update(kwargs['defaults'])
-            if kwargs.get(env_id) is not None:
-                config.recurisve_update(kwargs[env_id])
+        chain = _yaml_chain(algo)
+        # Every file's defaults, then every file's section for the env (the more specific wins).
+        for section in ('defaults', env_id):
+            for kwargs in chain:
+                if kwargs.get(section) is not None:
+                    config.recurisve_update(kwargs[section])
     else:
         config = get_default_kwargs_yaml(algo, env_id, algo_type)
     if env_id in _meta_env_ids():

@@ -37,9 +37,14 @@ def test_preset_is_metacpo_with_the_papers_values(env_id: str) -> None:
     with open(os.path.join(integration.configs_dir(), 'MetaCPOPaper.yaml'),
               encoding='utf-8') as file:
         own = _flat(yaml.safe_load(file)['defaults'])
-    assert own == {'algo_cfgs:kl_bound': None}
+    assert own == {'algo_cfgs:kl_bound': None, 'algo_cfgs:steps_per_epoch': 30000}
+    button = 'Button' in env_id  # the env section (60,000: 2,000-step rollouts) wins for both
     for key, value in paper.items():
-        assert value == own.get(key, ours[key]), key
+        expected = ours[key] if button and key == 'algo_cfgs:steps_per_epoch' else own.get(
+            key, ours[key])
+        assert value == expected, key
+    assert paper['algo_cfgs:steps_per_epoch'] == (60000 if button else 30000)
+    assert ours['algo_cfgs:steps_per_epoch'] == (60000 if button else 15000)
     assert paper['model_cfgs:actor:hidden_sizes'] == [32, 16]
     assert paper['algo_cfgs:metric'] == 'euclidean'
     assert paper['algo_cfgs:inner_delta'] == paper['algo_cfgs:meta_delta'] == 0.01
