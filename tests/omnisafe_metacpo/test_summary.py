@@ -50,6 +50,19 @@ def test_make_train_trains_then_summarises(run_dir: str) -> None:
     assert os.path.isfile(os.path.join(run, 'training_curves.png'))
 
 
+def test_make_train_paper_budget_trains_the_paper_preset(run_dir: str) -> None:
+    # The paper's budget itself is hours; typed options (TRAIN_ARGS) still win, as in the CLI.
+    result = _make('train', 'BUDGET=paper', f'TRAIN_LOG_ROOT={run_dir}',
+                   'TRAIN_ARGS=--total-steps 800 --custom-cfgs algo_cfgs:steps_per_epoch '
+                   f'--custom-cfgs 400 {_TINY_TRAIN}',
+                   'SUMMARY_ARGS=--num-tasks 1 --adapt-steps 1 --rollout-steps 100')
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert 'MetaCPOPaper on SafetyPointCircle1-v0, budget paper' in result.stdout
+    (run,) = glob.glob(os.path.join(run_dir, '*', 'train', 'MetaCPOPaper-*', 'seed-*'))
+    with open(os.path.join(run, 'config.json'), encoding='utf-8') as file:
+        assert json.load(file)['algo_cfgs']['kl_bound'] is None
+
+
 def test_make_train_refuses_an_unknown_budget() -> None:
     result = _make('train', 'BUDGET=huge')
     assert result.returncode != 0
