@@ -56,9 +56,13 @@ def configs_dir() -> str:
     raise FileNotFoundError(f'no configs directory next to {package_dir}')
 
 
+def _plugin_names() -> set[str]:
+    return {name for names in PLUGIN_ALGORITHMS.values() for name in names}
+
+
 def is_plugin_algo(algo: str) -> bool:
     """Whether ``algo`` is one of the plug-in's algorithms."""
-    return any(algo in names for names in PLUGIN_ALGORITHMS.values())
+    return algo in _plugin_names()
 
 
 def _meta_env_ids() -> set[str]:
@@ -93,10 +97,6 @@ def _yaml_chain(algo: str) -> list[dict[str, Any]]:
         if len(chain) > len(_plugin_names()):
             raise ValueError(f'{algo}.yaml: its base: entries form a cycle')
     return chain
-
-
-def _plugin_names() -> set[str]:
-    return {name for names in PLUGIN_ALGORITHMS.values() for name in names}
 
 
 def load_default_config(algo: str, env_id: str, algo_type: str) -> Any:
