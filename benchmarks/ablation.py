@@ -2,7 +2,9 @@
 
 Each variant is MetaCPO with the paper's settings (the ``MetaCPOPaper`` preset) but one change
 (metric, a KL bound on the Euclidean steps, the inner trust region, K, the rollout length per
-inner step); ``CPOCorrected`` is the baseline the targets compare with. Every run is
+inner step), or MetaCPO's defaults with one more change (``rollout_500_*``); ``CPOCorrected`` is
+the baseline the targets compare with; ``TRPO`` and ``MetaTRPO`` are the paper's unconstrained
+baselines (with their own defaults, the policy (32, 16)). Every run is
 trained through the stock CLI (``omnisafe train``), then its final policy is meta-tested on the
 same unseen test tasks with its own adaptation rule (``meta_test_saved_run``: fresh critics,
 ``adapt_steps`` CPO steps at the test-time cost limit). Also read from ``progress.csv`` (mean of
@@ -45,7 +47,16 @@ VARIANTS: dict[str, dict[str, object]] = {
     'rollout_2000': {'steps_per_epoch': 60000},
     # rollouts of 500 steps: twice the meta-iterations for the same samples
     'rollout_500': {'steps_per_epoch': 15000},
+    # MetaCPO's defaults (500-step rollouts) with one more change each, for the environments
+    # where they still leave the adapted cost above h (Car-Circle-Hazard)
+    'rollout_500_h5': {'steps_per_epoch': 15000, 'cost_limit': 5.0},
+    'rollout_500_inner_delta_0.001': {'steps_per_epoch': 15000, 'inner_delta': 0.001},
+    'rollout_500_kl_bound_0.01': {'steps_per_epoch': 15000, 'kl_bound': 0.01},
+    # the paper's meta-learning baseline with its defaults (its own YAML, not MetaCPOPaper's)
+    'MetaTRPO': {},
 }
+#: The algorithm a variant trains (``MetaCPOPaper`` unless named here).
+VARIANT_ALGO: dict[str, str] = {'MetaTRPO': 'MetaTRPO'}
 #: The baseline the targets compare with: OmniSafe's CPO with the corrected dual
 #: (``CPOCorrected``), its own defaults but the paper's policy and cost limit, trained on the same
 #: task distribution for the same number of env steps and meta-tested (fine-tuned with its own
@@ -54,6 +65,10 @@ VARIANTS: dict[str, dict[str, object]] = {
 BASELINES: dict[str, dict[str, object]] = {
     'CPOCorrected': {'algo_cfgs': {'cost_limit': 10.0, 'steps_per_epoch': 20000},
                      'model_cfgs': {'actor': {'hidden_sizes': [32, 16]}}},
+    # the paper's unconstrained non-meta baseline, same policy and epochs, fine-tuned with TRPO
+    # steps at test (the paper expects it to violate h)
+    'TRPO': {'algo_cfgs': {'steps_per_epoch': 20000},
+             'model_cfgs': {'actor': {'hidden_sizes': [32, 16]}}},
 }
 #: The plug-in's CLI cannot pass lists (OmniSafe's ``custom_cfgs_to_dict`` splits them into
 #: strings), so baselines are trained through ``omnisafe.Agent`` with their configs as JSON.
@@ -91,7 +106,8 @@ def run_one(root: str, env_id: str, variant: str, seed: int, args: argparse.Name
                           logger_cfgs={'log_dir': log_dir, 'use_tensorboard': False})
             command = [sys.executable, '-c', _AGENT, variant, env_id, json.dumps(custom)]
         else:
-            command = [os.path.join(BIN, 'omnisafe'), 'train', '--algo', 'MetaCPOPaper',
+            command = [os.path.join(BIN, 'omnisafe'), 'train', '--algo',
+                       VARIANT_ALGO.get(variant, 'MetaCPOPaper'),
                        '--env-id', env_id, '--total-steps', str(args.total_steps),
                        '--log-dir', log_dir, '--custom-cfgs', 'seed', '--custom-cfgs',
                        str(seed), '--custom-cfgs', 'meta_test_cfgs:freq', '--custom-cfgs', '0',

@@ -23,6 +23,7 @@ from omnisafe.envs.core import Wrapper
 from omnisafe.models.actor_critic.constraint_actor_critic import ConstraintActorCritic
 from omnisafe.utils.config import Config
 
+from omnisafe_metacpo import fast_normalizer
 from omnisafe_metacpo.envs import TaskDistributionEnv
 from omnisafe_metacpo.policy import FunctionalPolicy
 from task_distributions import Task
@@ -81,6 +82,9 @@ class TaskRolloutAdapter(OnPolicyAdapter):
             env = env._env  # pylint: disable=protected-access
         self._episode_length = int(env.max_episode_steps)
         self._env_action_space = env.action_space  # the env's own range, below ActionScale
+        # OmniSafe's normaliser update with numpy arithmetic, same bits (fast_normalizer); installed
+        # on the instance before anything (the ranks' NormalizerSync) wraps its _push.
+        fast_normalizer.install(self.obs_normalizer)
 
     @property
     def episode_length(self) -> int:
