@@ -83,8 +83,15 @@ class EnvGroup:
         self.envs = []
 
 
-def _serve(conn: Any, env_id: str, split: str, count: int) -> None:
-    """The helper process: an :class:`EnvGroup` answering ``(command, payload)`` messages."""
+def _serve(conn: Any, parent_end: Any, env_id: str, split: str, count: int) -> None:
+    """The helper process: an :class:`EnvGroup` answering ``(command, payload)`` messages.
+
+    ``parent_end`` is the training process's end of the pipe, which the fork copied into this
+    process: closed first, so that when the training process dies (SIGKILL included) no end of
+    the pipe is left open on that side, ``recv`` raises ``EOFError`` and the helper exits, instead
+    of waiting for ever on a pipe it holds open itself.
+    """
+    parent_end.close()
     try:
         group = EnvGroup(env_id, split, count)
         conn.send(('ok', None))
@@ -127,7 +134,8 @@ class WorkerEnvGroup:
         context = multiprocessing.get_context('fork')
         self._conn, child = context.Pipe()
         self._count = count
-        self._process = context.Process(target=_serve, args=(child, env_id, split, count),
+        self._process = context.Process(target=_serve,
+                                        args=(child, self._conn, env_id, split, count),
                                         daemon=True, name=f'env-worker-{env_id}-{split}')
         self._process.start()
         child.close()

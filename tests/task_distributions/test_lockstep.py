@@ -39,3 +39,47 @@ def test_a_dead_environment_worker_is_reported() -> None:
     group.close()
 
 
+
+
+def test_helpers_exit_when_their_training_process_is_killed() -> None:
+    """SIGKILL of the process that owns the helpers: they see the pipe close and exit.
+
+    (Each helper used to keep its owner's end of the pipe open through the fork, so it waited
+    for ever: the sleeping ``omnisafe train`` processes left behind by SIGKILL-resume tests.)
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    owner = subprocess.Popen(  # pylint: disable=consider-using-with
+        [sys.executable, '-c',
+         'import os, sys, time\n'
+         'from task_distributions.lockstep import WorkerEnvGroup\n'
+         "groups = [WorkerEnvGroup('MetaPointCircle-v0', 'train', 1) for _ in range(2)]\n"
+         "print(' '.join(str(g._process.pid) for g in groups), flush=True)\n"
+         'time.sleep(600)\n'],
+        stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(
+            os.path.dirname(os.path.abspath(__file__)))))
+    helpers = [int(pid) for pid in owner.stdout.readline().split()]
+    assert len(helpers) == 2
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    deadline = time.time() + 20
+    alive = helpers
+    while alive and time.time() < deadline:
+        time.sleep(0.2)
+        alive = [pid for pid in helpers if _running(pid)]
+    for pid in alive:  # do not leave them behind if the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f'helpers {alive} outlived their training process'
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) process."""
+    try:
+        with open(f'/proc/{pid}/stat', encoding='utf-8') as stat:
+            return stat.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except FileNotFoundError:
+        return False
