@@ -202,12 +202,14 @@ class NormalizerSync:
     observations of its own rollouts (so it lags the other ranks' observations by at most one
     meta-iteration). At the end of the iteration every rank returns to the state it had at the
     iteration's start, which all ranks shared, and pushes the raw observations of all ranks,
-    in rank order, with OmniSafe's own ``Normalizer._push``: afterwards every normaliser holds
+    in rank order, with the normaliser's ``_push`` (OmniSafe's arithmetic, bit for bit, through
+    :mod:`omnisafe_metacpo.fast_normalizer`): afterwards every normaliser holds
     the statistics of every observation of the run, and all ranks hold the same bits.
 
     The raw observations a rank pushes are recorded by wrapping the normaliser instance's
-    ``_push`` (what both samplers and OmniSafe's ``ObsNormalize`` wrapper call through
-    ``normalize``); with one rank nothing is wrapped and nothing changes.
+    ``_push`` (what OmniSafe's ``ObsNormalize`` wrapper, through ``normalize``, and the batched
+    sampler, through ``fast_normalizer.normalize``, call); with one rank nothing is wrapped and
+    nothing changes.
 
     Args:
         normalizer: The adapter's running normaliser, or ``None``.
