@@ -253,6 +253,8 @@ def plot(rows: list[dict], args: argparse.Namespace, path: str) -> None:
                                                  args.seeds[0])))
     limit = load_run_cfgs(run, None).meta_test_cfgs.cost_limit
     axes[1].axhline(limit, color='black', linestyle='--', label=f'h = {limit:g}')
+    # linear up to 2h, logarithmic above: h stays readable next to TRPO's costs of hundreds
+    axes[1].set_yscale('symlog', linthresh=2 * limit)
     for axis, title in zip(axes, ('return per episode', 'cost per episode'), strict=True):
         axis.set_xlabel('adaptation steps on the unseen task')
         axis.set_title(title)
