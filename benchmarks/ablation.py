@@ -239,7 +239,7 @@ def plot(rows: list[dict], args: argparse.Namespace, path: str) -> None:
     from omnisafe_metacpo.adaptation_rule import load_run_cfgs  # pylint: disable=C0415
 
     steps = np.arange(args.adapt_steps + 1)
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    figure, axes = plt.subplots(1, 2, figsize=(12, 3.8))
     for variant in args.variants:
         mine = [row for row in rows if row['variant'] == variant]
         for axis, metric in zip(axes, ('EpRet', 'EpCost'), strict=True):
@@ -255,10 +255,11 @@ def plot(rows: list[dict], args: argparse.Namespace, path: str) -> None:
     axes[1].axhline(limit, color='black', linestyle='--', label=f'h = {limit:g}')
     # linear up to 2h, logarithmic above: h stays readable next to TRPO's costs of hundreds
     axes[1].set_yscale('symlog', linthresh=2 * limit)
+    axes[1].set_ylim(bottom=0)  # costs are >= 0 (mean - se can dip below)
     for axis, title in zip(axes, ('return per episode', 'cost per episode'), strict=True):
         axis.set_xlabel('adaptation steps on the unseen task')
         axis.set_title(title)
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.02, 1.0))
     figure.suptitle(f'{args.env_id}: {len(args.seeds)} seeds, {args.total_steps:,} training '
                     f'steps, {args.test_tasks} unseen tasks', fontsize=10)
     figure.tight_layout()
