@@ -58,3 +58,12 @@ def cpo_run() -> Iterator[str]:
     agent.learn()
     yield agent.agent.logger.log_dir
     shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie, or no process at all, is not)."""
+    try:
+        with open(f'/proc/{pid}/stat', encoding='utf-8') as file:
+            return file.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False

@@ -23,7 +23,7 @@ import torch
 
 from omnisafe_metacpo import parallel
 from omnisafe_metacpo.config import MetaConfigError, _validate_task_split
-from tests.conftest import BIN, REPO, tiny_meta_cfgs
+from tests.conftest import BIN, REPO, process_alive, tiny_meta_cfgs
 
 WORKER = os.path.join(REPO, 'tests', 'omnisafe_metacpo', 'parallel_worker.py')
 #: Tiny settings for the CLI: 3 tasks (an uneven split over 2 ranks) x (1 + 1) rollouts of 100
@@ -104,14 +104,6 @@ def _rank_pids(path: str, deadline: float) -> list[int]:
             return [int(match.group(1)), int(match.group(2))]
         time.sleep(0.2)
     raise AssertionError(f'no rank pids in {path}')
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f'/proc/{pid}/stat', encoding='utf-8') as file:
-            return file.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------------------- units
@@ -262,9 +254,9 @@ def test_resume_after_sigkill_of_the_launcher(two_rank_run: tuple[str, str],
     os.kill(launcher.pid, signal.SIGKILL)  # the launcher only: torchrun and ranks are left
     launcher.wait()
     killed_at = time.time()
-    while any(_alive(pid) for pid in pids) and time.time() - killed_at < 10:
+    while any(process_alive(pid) for pid in pids) and time.time() - killed_at < 10:
         time.sleep(0.1)
-    assert not any(_alive(pid) for pid in pids), 'ranks outlived their launcher'
+    assert not any(process_alive(pid) for pid in pids), 'ranks outlived their launcher'
     log_dir = _run_dir(killed)
     assert len(_rows(log_dir)) < 4
 
@@ -319,7 +311,7 @@ def test_a_killed_rank_stops_the_run_naming_it(run_dir: str) -> None:
     assert time.time() - killed_at < 30  # the other rank does not wait for dist_timeout
     root = _read(err).split('Root Cause')[1]
     assert 'rank : 1 (local_rank: 1) exitcode : -9' in root and 'SIGKILL' in root
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(process_alive(pid) for pid in pids)
 
 
 @pytest.mark.slow  # about 70 s: start-up, dist_timeout, then torchrun's 30 s SIGTERM grace
@@ -343,7 +335,7 @@ def test_a_stopped_rank_stops_the_run_after_dist_timeout(run_dir: str) -> None:
                          r'train_cfgs.dist_timeout = 5 s', _read(err))
     finally:
         for pid in pids:
-            if _alive(pid):
+            if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from task_distributions.lockstep import EnvGroup, EnvWorkerError, WorkerEnvGroup
+from tests.conftest import process_alive
 
 
 def test_worker_group_steps_as_a_local_group() -> None:
@@ -70,16 +71,8 @@ def test_helpers_exit_when_their_training_process_is_killed() -> None:
     alive = helpers
     while alive and time.time() < deadline:
         time.sleep(0.2)
-        alive = [pid for pid in helpers if _running(pid)]
+        alive = [pid for pid in helpers if process_alive(pid)]
     for pid in alive:  # do not leave them behind if the test fails
         os.kill(pid, signal.SIGKILL)
     assert not alive, f'helpers {alive} outlived their training process'
 
-
-def _running(pid: int) -> bool:
-    """Whether ``pid`` is a live (not zombie) process."""
-    try:
-        with open(f'/proc/{pid}/stat', encoding='utf-8') as stat:
-            return stat.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except FileNotFoundError:
-        return False
