@@ -13,7 +13,8 @@ normaliser's ``_push`` alone was a fifth of a rollout). Here the M environments 
 * the observation normaliser (OmniSafe's ``Normalizer``, the very object the adapter's
   ``ObsNormalize`` wrapper holds, so saving, checkpoints and resume see one normaliser) is updated
   once per lockstep with the M new observations, by OmniSafe's arithmetic done mostly in numpy
-  (:mod:`omnisafe_metacpo.fast_normalizer`: the same bits, a sixth of a lockstep saved);
+  (:mod:`omnisafe_metacpo.fast_normalizer`: the same bits; with the numpy arithmetic of the
+  loop below, a 3-task lockstep went from 1.38 to 1.24 ms, a 6-task one from 2.34 to 2.16);
 * the environments are the task-distribution envs under OmniSafe's wrappers; what the wrappers did
   per step is done here on the batch with the same formulas: ``ActionScale``'s affine map,
   ``AutoReset`` (reset on termination or truncation, keeping the final observation for the

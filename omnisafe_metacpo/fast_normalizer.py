@@ -1,4 +1,4 @@
-"""OmniSafe's observation normaliser, updated with numpy: the same bits at a tenth of the cost.
+"""OmniSafe's observation normaliser, updated with numpy: the same bits at about half the cost.
 
 The batched sampler updates the shared ``Normalizer`` once per lockstep with the M new
 observations. Profiled on a rank of ``--parallel 2`` (SafetyPointCircle1-v0, 3 tasks, 1,000
@@ -6,7 +6,10 @@ locksteps; ``/tmp``-style timers around the env step, the policy and ``normalize
 cost 1.41 ms, of which the environments 0.97 ms, ``Normalizer.normalize`` 0.23 ms, the policy
 0.06 ms. ``normalize`` is about twenty torch calls on 28-element tensors (``_push``'s running
 mean and sum of squares, then ``(x - mean) / std`` and a clamp), each paying torch's dispatch
-(~10 us here) for nanoseconds of arithmetic.
+(several us here) for nanoseconds of arithmetic. This module's version of a lockstep's update
+of 3-5 observations of 28-60 numbers: ~100 us against ~180 us for OmniSafe's (measured in
+isolation while other runs loaded the machine; in the sampler's loop, where the environments'
+steps evict the caches, 0.18-0.19 ms against 0.23-0.25).
 
 :class:`FastPush` replaces the normaliser instance's ``_push`` (an instance attribute, so every
 caller -- OmniSafe's ``ObsNormalize`` wrapper, the batched sampler, the ranks' recorder in
