@@ -52,6 +52,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     'rollout_500_h5': {'steps_per_epoch': 15000, 'cost_limit': 5.0},
     'rollout_500_inner_delta_0.001': {'steps_per_epoch': 15000, 'inner_delta': 0.001},
     'rollout_500_kl_bound_0.01': {'steps_per_epoch': 15000, 'kl_bound': 0.01},
+    # inner gradients from half of each rollout, line search on the other half (held out)
+    'rollout_500_holdout_50': {'steps_per_epoch': 15000, 'inner_holdout_block': 50},
     # the paper's meta-learning baseline with its defaults (its own YAML, not MetaCPOPaper's)
     'MetaTRPO': {},
 }

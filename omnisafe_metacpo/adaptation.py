@@ -13,11 +13,20 @@ Everything that turns rollouts of one task into adapted parameters reads top to 
 4. a backtracking line search on D_k picks eta_k, held constant in the backward pass;
 5. phi_{k+1} = phi_k + eta_k x_k.
 
+With ``algo_cfgs.inner_holdout_block`` set (not in the paper), D_k is first split into alternating
+blocks of that many steps (:func:`split_rollout`): g_k and a_k come from one half, and the line
+search (4.) judges the step on the other. Measured reason (README, issue 10): with g_k, a_k and the
+line search on the same one or two episodes, the step is fitted to that rollout's noise, so its
+surrogate promises a cost drop (-15 to -44 per episode on Car-Circle-Hazard) that the next rollout
+does not show (-9 to +7); on held-out steps the surrogate has no such optimism, and a step that
+only fits noise is shrunk or rejected.
+
 MetaTRPO uses the same code with the cost constraint dropped (the step is TRPO's).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +37,29 @@ from omnisafe_metacpo.cpo_step import CPOCase, CPOStepError, cpo_step
 from omnisafe_metacpo.line_search import backtracking_line_search
 from omnisafe_metacpo.policy import FunctionalPolicy
 from omnisafe_metacpo.rollout import Batch
+
+
+def split_rollout(batch: Batch, block: int | None) -> tuple[Batch, Batch]:
+    """(fit, held-out) halves of a rollout: alternating blocks of ``block`` steps (0. in the
+    module docstring); ``(batch, batch)`` when ``block`` is None.
+
+    Blocks rather than alternate steps because neighbouring steps share their advantages (GAE
+    spans ~1 / (1 - gamma lambda) ~ 17 steps): held-out steps next to fitted ones would not be
+    held out. The rollout's cost rate (hence b) stays that of the whole rollout: it is measured,
+    not fitted.
+    """
+    if block is None:
+        return batch, batch
+    if batch.num_steps <= block:
+        raise ValueError(f'algo_cfgs.inner_holdout_block = {block} leaves no held-out steps in a '
+                         f'rollout of {batch.num_steps}: use fewer than the rollout\'s steps')
+    held = (torch.arange(batch.num_steps, device=batch.obs.device) // block) % 2 == 1
+    fields = ('obs', 'act', 'logp', 'adv_r', 'adv_c', 'target_value_r', 'target_value_c')
+    halves = []
+    for mask in (~held, held):
+        halves.append(dataclasses.replace(
+            batch, **{name: getattr(batch, name)[mask] for name in fields}))
+    return halves[0], halves[1]
 
 
 @dataclass
@@ -43,8 +75,9 @@ class StepRecord:
     #: KL(pi_phi_k || pi_phi_k+1) on D_k's states: how far the step moved the action distribution
     #: (with the Euclidean metric nothing in the step itself bounds it). NaN when not measured.
     kl: float = float('nan')
-    #: L_C(phi_k+1) - L_C(phi_k) on D_k: the cost change the importance-sampled surrogate predicts,
-    #: to compare with the change measured on the next rollout. NaN when not measured.
+    #: L_C(phi_k+1) - L_C(phi_k) on D_k (on its held-out half with ``inner_holdout_block``): the
+    #: cost change the importance-sampled surrogate predicts, to compare with the change measured
+    #: on the next rollout. NaN when not measured.
     predicted_cost_change: float = float('nan')
 
 
@@ -159,17 +192,18 @@ class InnerLearner:
         delta = self.cfgs.inner_delta
         cost_value = self.cost_value(batch)
         b = cost_value - cost_limit
+        fit, held = split_rollout(batch, self.cfgs.get('inner_holdout_block'))
         with torch.enable_grad():
             if not phi.requires_grad:
                 phi = phi.detach().requires_grad_(True)
-            loss_r, loss_c = self.surrogates(phi, batch)
+            loss_r, loss_c = self.surrogates(phi, fit)
             g = torch.autograd.grad(loss_r, phi, create_graph=create_graph, retain_graph=True)[0]
             a = torch.autograd.grad(loss_c, phi, create_graph=create_graph)[0]
             if not (torch.isfinite(g).all() and torch.isfinite(a).all()):
                 return phi, StepRecord(batch, cost_value, 0.0, int(CPOCase.INFEASIBLE_RECOVERY), 0,
                                        fault='non_finite')
             try:
-                x, case = self.step_direction(g, a, b, delta, phi, batch.obs)
+                x, case = self.step_direction(g, a, b, delta, phi, fit.obs)
             except CPOStepError:
                 return phi, StepRecord(batch, cost_value, 0.0, int(CPOCase.INFEASIBLE_RECOVERY), 0,
                                        fault='solver')
@@ -178,16 +212,16 @@ class InnerLearner:
 
         if fraction is not None:  # a replay (meta line search): no search, no diagnostics
             return phi + fraction * x, StepRecord(batch, cost_value, fraction, case, 0)
-        fraction, backtracks = self._search(phi.detach(), x.detach(), batch, case, b, delta)
+        fraction, backtracks = self._search(phi.detach(), x.detach(), held, case, b, delta)
         new_phi = phi + fraction * x
         with torch.no_grad():
             old, new = phi.detach(), new_phi.detach()
             kl = float(self.policy.kl(old, new, batch.obs))
-            predicted = float(self.surrogates(new, batch)[1] - self.surrogates(old, batch)[1])
+            predicted = float(self.surrogates(new, held)[1] - self.surrogates(old, held)[1])
         return new_phi, StepRecord(batch, cost_value, fraction, case, backtracks, kl=kl,
                                    predicted_cost_change=predicted)
 
-    # -- 4. backtracking on D_k -------------------------------------------------------------------
+    # -- 4. backtracking on D_k (its held-out half with inner_holdout_block) -----------------------
     @torch.no_grad()
     def _search(
         self,

@@ -120,6 +120,14 @@ def validate_meta_config(cfgs: Any, env_id: str) -> None:
              'meta_test_cfgs.rollout_steps', test.rollout_steps, 'an integer >= 1')
     _require(test.cost_limit is None or (_number(test.cost_limit) and test.cost_limit >= 0),
              'meta_test_cfgs.cost_limit', test.cost_limit, 'null or a finite number >= 0')
+    # both halves of every rollout non-empty (adaptation.split_rollout)
+    block = algo.get('inner_holdout_block')
+    shortest = min(algo.steps_per_epoch // (algo.num_tasks * (algo.inner_steps + 1)),
+                   test.rollout_steps)
+    _require(block is None or (_int(block) and 1 <= block < shortest),
+             'algo_cfgs.inner_holdout_block', block,
+             f'null or an integer from 1 to {shortest - 1} (fewer than the steps of a training '
+             f'or meta-test rollout)')
 
 
 def validate_dist_timeout(value: Any) -> None:

@@ -8,6 +8,7 @@ import omnisafe
 import pytest
 import torch
 
+from omnisafe_metacpo.adaptation import split_rollout
 from omnisafe_metacpo.config import MetaConfigError
 from tests.conftest import tiny_meta_cfgs
 
@@ -59,3 +60,51 @@ def test_replayed_steps_equal_the_searched_ones(run_dir: str) -> None:
     (batch,) = env.collect_tasks(algo._policy, [theta], algo._actor_critic, [task], 400, [5])
     phi, record = learner.inner_step(theta, batch, 10.0, create_graph=False)
     assert torch.equal(learner.replay(theta, [record], 10.0), phi.detach())
+
+
+def test_holdout_split_alternates_blocks(run_dir: str) -> None:
+    algo = _algo(run_dir)
+    env = algo._env
+    theta = algo._policy.flat_params()
+    (batch,) = env.collect_tasks(algo._policy, [theta], algo._actor_critic, [env.sample_task()],
+                                 400, [3])
+    fit, held = split_rollout(batch, 50)
+    assert split_rollout(batch, None) == (batch, batch)
+    assert fit.num_steps == held.num_steps == 200
+    assert torch.equal(fit.obs[:50], batch.obs[:50])
+    assert torch.equal(held.obs[:50], batch.obs[50:100])
+    assert torch.equal(held.adv_c[50:100], batch.adv_c[150:200])
+    assert fit.cost_rate == held.cost_rate == batch.cost_rate  # b is the whole rollout's
+    with pytest.raises(ValueError, match='inner_holdout_block'):
+        split_rollout(batch, 400)
+
+
+def test_holdout_line_search_judges_the_step_on_held_out_steps(run_dir: str) -> None:
+    """The held-out half decides the fraction: Euclidean steps judged on their own rollout are
+    always accepted whole (first test), judged on held-out steps some are shrunk or rejected; the
+    recorded prediction is the held-out one, and the replay reproduces the step."""
+    algo = _algo(run_dir, inner_holdout_block=25)
+    env, learner = algo._env, algo._learner
+    theta = algo._policy.flat_params()
+    tasks = [env.sample_task() for _ in range(4)]
+    batches = env.collect_tasks(algo._policy, [theta] * 4, algo._actor_critic, tasks, 400,
+                                list(range(4)))
+    fractions = []
+    for batch in batches:
+        phi, record = learner.inner_step(theta, batch, 10.0, create_graph=False)
+        assert record.fault is None
+        fractions.append(record.fraction)
+        assert torch.equal(learner.replay(theta, [record], 10.0), phi.detach())
+        _, held = split_rollout(batch, 25)
+        with torch.no_grad():
+            predicted = (learner.surrogates(phi.detach(), held)[1]
+                         - learner.surrogates(theta, held)[1])
+        assert math.isclose(record.predicted_cost_change, float(predicted), rel_tol=1e-5,
+                            abs_tol=1e-6)
+    assert min(fractions) < 1.0, fractions
+
+
+@pytest.mark.parametrize('value', [0, -5, 2.5, 'x', 1000])
+def test_holdout_block_is_validated(run_dir: str, value: object) -> None:
+    with pytest.raises(MetaConfigError, match=r'algo_cfgs\.inner_holdout_block'):
+        _algo(run_dir, inner_holdout_block=value)
