@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import types
+from collections import OrderedDict
 from typing import Any
 
 import gymnasium
@@ -87,17 +89,19 @@ def test_fast_world_keeps_stock_observations() -> None:
     assert fast.unwrapped.task.model.ntex == stock.unwrapped.task.model.ntex - 1
 
 
+@pytest.mark.parametrize('split', ['train', 'test'])
 @pytest.mark.parametrize('env_id', list(REFERENCE_TASKS))
-def test_meta_envs_match_their_stock_built_reference(env_id: str) -> None:
-    fast = make_env(env_id, split='test', task_seed=3, max_episode_steps=EPISODE)
+def test_meta_envs_match_their_stock_built_reference(env_id: str, split: str) -> None:
+    fast = make_env(env_id, split=split, task_seed=3, max_episode_steps=EPISODE)
     assert isinstance(fast.unwrapped.task.world, FastWorld)
     reference = TaskWrapper(
         _reference_env(env_id, max_episode_steps=EPISODE),
         fast.distribution,
-        split='test',
+        split=split,
         task_seed=3,
     )
-    fast_run, reference_run = _trajectory(fast, STEPS), _trajectory(reference, STEPS)
+    seed = 1 if split == 'test' else 3  # seeds whose runs meet every cost kind of the env
+    fast_run, reference_run = _trajectory(fast, STEPS, seed), _trajectory(reference, STEPS, seed)
     _assert_identical(fast_run, reference_run)
     assert type(reference.unwrapped.task.world) is not FastWorld
     assert reference_run['cost'].sum() > 0  # the comparison covers costs that happen
@@ -151,3 +155,137 @@ def test_fast_goal_check_agrees_with_stock() -> None:
             assert base.goal_achieved == stock_goal_achieved(base)
             reached += bool(info.get('goal_met'))
     assert reached > 0  # the True branch was compared too
+
+
+# ----------------------------------------------------------------------------------------------
+# The step shortcuts of FastStepMixin, one by one, against the stock functions on the same state.
+
+def _stock_obs(base: Any) -> np.ndarray:
+    """The stock ``obs()`` of the task's class (``ButtonLevel0.obs`` or ``BaseTask.obs``), with the
+    stock lidar (``EmptyKindsMixin`` -> ``BaseTask._obs_lidar_pseudo``) and gymnasium's check."""
+    from safety_gymnasium.bases.base_task import BaseTask
+    from safety_gymnasium.tasks import ButtonLevel0
+
+    from task_distributions.fast_step import _stock_method
+    from task_distributions.tasks import EmptyKindsMixin
+
+    stock = _stock_method(type(base), 'obs')
+    assert stock in (BaseTask.obs, ButtonLevel0.obs)
+    lidar = types.MethodType(EmptyKindsMixin._obs_lidar_pseudo, base)
+    base._obs_lidar_pseudo = lambda positions: (  # the stock lidar, reached through super()
+        np.zeros(base.lidar_conf.num_bins) if len(positions) == 0
+        else BaseTask._obs_lidar_pseudo(base, positions))
+    spaces = base.obs_info.obs_space_dict
+    base.obs_info.obs_space_dict = gymnasium.spaces.Dict(OrderedDict(
+        (key, gymnasium.spaces.Box(box.low, box.high, box.shape, box.dtype))
+        for key, box in spaces.spaces.items()))
+    try:
+        return stock(base)
+    finally:
+        del base._obs_lidar_pseudo
+        base.obs_info.obs_space_dict = spaces
+        del lidar
+
+
+def _shadow_checks(base: Any, counts: dict[str, int]) -> None:
+    """Compare every shortcut with its stock function on the current state (bit for bit)."""
+    from safety_gymnasium.assets.geoms import Buttons, Goal, Hazards, Sigwalls
+    from safety_gymnasium.bases.base_task import BaseTask
+    from safety_gymnasium.tasks.safe_navigation.circle.circle_level0 import CircleLevel0
+
+    index = base._index()
+    for obstacle in base._obstacles:
+        fast_pos = base._positions(obstacle, index)
+        assert np.array_equal(np.array(fast_pos), np.array(obstacle.pos)), obstacle.name
+        if obstacle.is_lidar_observed:
+            fast = base._obs_lidar_pseudo(fast_pos)
+            stock = (np.zeros(base.lidar_conf.num_bins) if len(obstacle.pos) == 0
+                     else BaseTask._obs_lidar_pseudo(base, obstacle.pos))
+            assert fast.dtype == stock.dtype and np.array_equal(fast, stock), obstacle.name
+            counts['lidar'] += bool(stock.any())
+        kind = type(obstacle)
+        if kind in (Hazards, Buttons, Sigwalls):
+            # Buttons cost only while their timer is 0, and a step that touches the goal resets
+            # the timer after the cost is taken: also compare with the timer at 0 (so contacts
+            # with the goal button, which cost nothing, are compared too).
+            timer = getattr(obstacle, 'timer', None)
+            for timer_now in (timer, 0) if kind is Buttons else (timer,):
+                if kind is Buttons:
+                    obstacle.timer = timer_now
+                fast = getattr(base, f'_cost_{obstacle.name}')(obstacle, index)
+                stock = kind.cal_cost(obstacle)  # the class's own function, not the bound one
+                assert fast == stock and [type(v) for v in fast.values()] == [
+                    type(v) for v in stock.values()], obstacle.name
+                counts[obstacle.name] += any(bool(v) for v in stock.values())
+            if kind is Buttons:
+                obstacle.timer = timer
+        if kind is Goal:
+            assert base.dist_goal() == BaseTask.dist_goal(base)
+    if isinstance(base, CircleLevel0):
+        assert base.calculate_reward() == CircleLevel0.calculate_reward(base)
+    # obs() runs mj_forward, which changes two of its own inputs in the last bits on the Car (it
+    # renormalises the ball joint's quaternion in qpos and updates the solver's warm start): both
+    # observations start from the same inputs.
+    data = base.data
+    inputs = data.qpos.copy(), data.qacc_warmstart.copy()
+    fast_obs = base.obs()
+    data.qpos[:], data.qacc_warmstart[:] = inputs
+    stock_obs = _stock_obs(base)
+    data.qpos[:], data.qacc_warmstart[:] = inputs
+    assert fast_obs.dtype == stock_obs.dtype and np.array_equal(fast_obs, stock_obs)
+    counts['steps'] += 1
+
+
+@pytest.mark.parametrize('split', ['train', 'test'])
+@pytest.mark.parametrize('env_id', ['MetaCarCircleHazard-v0', 'MetaPointButton-v0'])
+def test_each_step_shortcut_matches_its_stock_function(env_id: str, split: str) -> None:
+    env = make_env(env_id, split=split, task_seed=5, max_episode_steps=EPISODE // 2)
+    base = env.unwrapped.task
+    counts: dict[str, int] = {key: 0 for key in ('steps', 'lidar', 'hazards', 'buttons',
+                                                  'sigwalls')}
+    rng = np.random.default_rng(3)
+    env.reset(seed=3)
+    _shadow_checks(base, counts)
+    for step in range(STEPS):
+        if env_id == 'MetaPointButton-v0' and step % 25 == 0:
+            # onto a button that is not the goal (costs), now and then onto the goal (resampled)
+            goal = base.buttons.goal_button
+            target = goal if step % 100 == 0 else (goal + 1) % base.buttons.num
+            _move_agent(base, base.buttons.pos[target][:2])
+        # a fifth of the actions out of the control range: the clipping into ``ctrl`` is compared
+        action = np.array([rng.uniform(0.3, 1.0), rng.uniform(-1.0, 1.0)]) * (
+            1.5 if step % 5 == 0 else 1.0)
+        *_, terminated, truncated, _ = env.step(action)
+        ctrl_range = base.model.actuator_ctrlrange
+        assert np.array_equal(base.data.ctrl, np.clip(action, ctrl_range[:, 0], ctrl_range[:, 1]))
+        _shadow_checks(base, counts)
+        if terminated or truncated:
+            env.reset()
+            _shadow_checks(base, counts)
+    assert counts['steps'] > STEPS + 1  # resets included
+    assert counts['lidar'] > 0 and counts['hazards'] > 0  # nonzero values were compared
+    if env_id == 'MetaPointButton-v0':
+        assert counts['buttons'] > 0
+    else:
+        assert counts['sigwalls'] > 0
+
+
+def test_comparisons_catch_a_one_ulp_difference(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The bit-for-bit checks above fail on the smallest possible change of one lidar value.
+    from task_distributions import fast_step
+
+    env = make_env('MetaPointButton-v0', split='test', task_seed=0)
+    base = env.unwrapped.task
+    env.reset(seed=0)
+    _shadow_checks(base, {key: 0 for key in ('steps', 'lidar', 'hazards', 'buttons', 'sigwalls')})
+    original = fast_step.FastStepMixin._obs_lidar_pseudo
+
+    def nudged(self: Any, positions: Any) -> np.ndarray:
+        obs = original(self, positions)
+        obs[obs.argmax()] = np.nextafter(obs.max(), 2.0)
+        return obs
+
+    monkeypatch.setattr(fast_step.FastStepMixin, '_obs_lidar_pseudo', nudged)
+    with pytest.raises(AssertionError):
+        _shadow_checks(base, {key: 0 for key in ('steps', 'lidar', 'hazards', 'buttons',
+                                                 'sigwalls')})
