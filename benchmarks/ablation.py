@@ -14,7 +14,8 @@ predicted against the one measured by the next rollout, and the training cost af
     python benchmarks/ablation.py [--env-id MetaPointCircle-v0] [--total-steps 300000]
         [--seeds 0 1 2] [--variants paper fisher ...] [--workers 2] [--root runs/ablation]
 
-Resumable: a run with a ``meta_test.json`` is not redone; an unfinished one is started again.
+Resumable: a run with a ``meta_test.json`` is not redone; an unfinished Meta-CPO / Meta-TRPO run
+goes on from its last checkpoint (``train_cfgs.resume``), an unfinished baseline starts again.
 Results: ``benchmarks/results/ablation_<env>.csv`` and ``.md`` (mean and standard error over
 seeds).
 """
@@ -54,6 +55,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     'rollout_500_kl_bound_0.01': {'steps_per_epoch': 15000, 'kl_bound': 0.01},
     # inner gradients from half of each rollout, line search on the other half (held out)
     'rollout_500_holdout_50': {'steps_per_epoch': 15000, 'inner_holdout_block': 50},
+    # the paper's 1,000-step rollouts, line search on the other episode (Car and Circle: 500)
+    'holdout_500': {'inner_holdout_block': 500},
     # the paper's meta-learning baseline with its defaults (its own YAML, not MetaCPOPaper's)
     'MetaTRPO': {},
 }
@@ -94,13 +97,27 @@ def _progress_csv(log_dir: str) -> str | None:
     return None
 
 
+def _resumable(log_dir: str) -> str | None:
+    """The run directory under ``log_dir`` holding a resume checkpoint, if any."""
+    progress = _progress_csv(log_dir) if os.path.isdir(log_dir) else None
+    if progress is None:
+        return None
+    run = os.path.dirname(progress)
+    return run if os.path.isfile(os.path.join(run, 'checkpoints', 'last.pt')) else None
+
+
 def run_one(root: str, env_id: str, variant: str, seed: int, args: argparse.Namespace) -> dict:
     """Train (unless done), meta-test, and return the row of one (variant, seed)."""
     log_dir = _run_dir(root, env_id, variant, seed)
     result_path = os.path.join(log_dir, 'meta_test.json')
     if not os.path.isfile(result_path):
-        shutil.rmtree(log_dir, ignore_errors=True)  # an unfinished run starts again
-        os.makedirs(log_dir)
+        # An interrupted Meta-CPO / Meta-TRPO run goes on from its last checkpoint (the plug-in's
+        # train_cfgs.resume: no progress row lost or repeated); a baseline (stock OmniSafe, no
+        # resume) or a run without a checkpoint starts again.
+        resume = _resumable(log_dir) if variant not in BASELINES else None
+        if resume is None:
+            shutil.rmtree(log_dir, ignore_errors=True)
+            os.makedirs(log_dir)
         if variant in BASELINES:
             custom = json.loads(json.dumps(BASELINES[variant]))
             custom.update(seed=seed, train_cfgs={'total_steps': args.total_steps,
@@ -118,8 +135,12 @@ def run_one(root: str, env_id: str, variant: str, seed: int, args: argparse.Name
                        '--custom-cfgs', 'logger_cfgs:use_tensorboard', '--custom-cfgs', 'False']
             for key, value in VARIANTS[variant].items():
                 command += ['--custom-cfgs', f'algo_cfgs:{key}', '--custom-cfgs', str(value)]
-        start = time.time()
-        with open(os.path.join(log_dir, 'train.log'), 'w', encoding='utf-8') as log:
+            if resume is not None:
+                command += ['--custom-cfgs', 'train_cfgs:resume', '--custom-cfgs', resume]
+                print(f'resuming {resume}', flush=True)
+        start = time.time()  # of this process only, when resumed
+        with open(os.path.join(log_dir, 'train.log'), 'a' if resume else 'w',
+                  encoding='utf-8') as log:
             subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
         from omnisafe_metacpo.meta_test import meta_test_saved_run
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -48,6 +50,46 @@ def test_ablation_trains_meta_tests_and_tabulates(run_dir: str) -> None:
         again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120,
                                check=False)
         assert again.returncode == 0 and again.stdout.count('done ') == 2
+    finally:
+        for suffix in ('.csv', '.md', '.png'):
+            if os.path.exists(stem + suffix):
+                os.remove(stem + suffix)
+
+
+@pytest.mark.slow  # about 2 minutes: two meta-iterations, interrupted after the first
+def test_an_interrupted_meta_cpo_run_goes_on_from_its_checkpoint(run_dir: str) -> None:
+    root = os.path.join(run_dir, 'runs')
+    name = f'test_{os.path.basename(run_dir)}'
+    env_id = 'MetaPointCircle-v0'
+    command = [sys.executable, os.path.join(REPO, 'benchmarks', 'ablation.py'), '--env-id',
+               env_id, '--total-steps', '30000', '--seeds', '0', '--variants', 'rollout_500',
+               '--workers', '1', '--root', root, '--name', name, '--test-tasks', '1',
+               '--adapt-steps', '1', '--test-rollout-steps', '200']
+    stem = os.path.join(REPO, 'benchmarks', 'results', f'{name}_{env_id}')
+    log_dir = os.path.join(root, env_id, 'rollout_500', 'seed-0')
+    try:
+        first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 600
+        while time.time() < deadline and first.poll() is None:
+            found = [d for d, _, files in os.walk(log_dir) if 'last.pt' in files]
+            if found:
+                break
+            time.sleep(1)
+        assert found, 'no checkpoint after the first meta-iteration'
+        os.killpg(first.pid, signal.SIGKILL)  # the benchmark and its training run
+        first.wait()
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900,
+                                check=False)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        assert 'resuming' in result.stdout
+        progress = [os.path.join(d, 'progress.csv') for d, _, files in os.walk(log_dir)
+                    if 'progress.csv' in files]
+        assert len(progress) == 1  # the same run directory, not a new one
+        with open(progress[0], encoding='utf-8') as file:
+            epochs = [float(row['Train/Epoch']) for row in csv.DictReader(file)]
+        assert epochs == [0.0, 1.0] or epochs == [1.0, 2.0], epochs  # none lost or repeated
+        assert os.path.isfile(os.path.join(log_dir, 'meta_test.json'))
     finally:
         for suffix in ('.csv', '.md', '.png'):
             if os.path.exists(stem + suffix):
