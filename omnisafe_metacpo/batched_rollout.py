@@ -43,7 +43,7 @@ from omnisafe_metacpo import compat, fast_normalizer, parallel
 from omnisafe_metacpo.policy import FunctionalPolicy
 from omnisafe_metacpo.rollout import Batch, rollout_noise
 from task_distributions import Task
-from task_distributions.lockstep import EnvGroup, StepResult, WorkerEnvGroup
+from task_distributions.lockstep import Lockstep
 
 #: ``progress(steps, description)``: told after each lockstep how many env steps were taken.
 ProgressCallback = Callable[[int, str], None]
@@ -77,32 +77,26 @@ class BatchedRollout:
         self._low = torch.as_tensor(action_space.low, dtype=torch.float32)
         self._high = torch.as_tensor(action_space.high, dtype=torch.float32)
         self._env_workers = algo_cfgs.get('env_workers')  # absent from stock configs: auto
-        self._groups: list[EnvGroup | WorkerEnvGroup] = []
+        self._envs: Lockstep | None = None
         # OmniSafe's ActionScale(low=-1, high=1) maps the policy's range onto the env's.
         self._env_low = torch.as_tensor(env_action_space.low, dtype=torch.float32)
         self._env_high = torch.as_tensor(env_action_space.high, dtype=torch.float32)
 
-    def _env_groups(self, count: int) -> list[EnvGroup | WorkerEnvGroup]:
-        """The environments of ``count`` tasks: helper processes' shares first, then this one's.
+    def _lockstep(self, count: int) -> Lockstep:
+        """The environments of ``count`` tasks (kept from one rollout to the next).
 
         ``algo_cfgs.env_workers`` helper processes (null: one per further core this process may
         use, shared among ``--parallel`` ranks) step their shares while this process steps its
         own, between sending the actions and reading the results.
         """
-        if sum(len(group) for group in self._groups) == count:
-            return self._groups
+        if self._envs is not None and len(self._envs) == count:
+            return self._envs
         self.close()
         workers = self._env_workers
         if workers is None:
             workers = max(0, compat.usable_cores() // parallel.world_size() - 1)
-        shares = [len(part) for part in np.array_split(np.arange(count), min(workers, count - 1)
-                                                          + 1)]
-        # The helpers wait while this process evaluates the policies, and this process steps
-        # its share while they step theirs: it takes the largest share (np.array_split's first)
-        # so that it does not wait for a helper's extra message round trip.
-        self._groups = [WorkerEnvGroup(self._env_id, self._split, size) for size in shares[1:]]
-        self._groups.append(EnvGroup(self._env_id, self._split, shares[0]))
-        return self._groups
+        self._envs = Lockstep(self._env_id, self._split, count, workers)
+        return self._envs
 
     def _normalize(self, raw: np.ndarray) -> np.ndarray:
         """Float32 observations, normalised (numpy: the loop below works on numpy arrays)."""
@@ -114,43 +108,9 @@ class BatchedRollout:
 
     def close(self) -> None:
         """Close the environments (and stop the helper processes)."""
-        for group in self._groups:
-            group.close()
-        self._groups = []
-
-    @staticmethod
-    def _spans(groups: list[Any]) -> list[tuple[int, int]]:
-        """(start, stop) of each group's environments among the M."""
-        stops = np.cumsum([len(group) for group in groups]).tolist()
-        return list(zip([0, *stops[:-1]], stops, strict=True))
-
-    def _reset(self, groups: list[Any], tasks: Sequence[Task], seeds: Sequence[int]) -> np.ndarray:
-        """Pin and reset every environment: the helpers' first, so they work while this one does."""
-        *workers, local = groups
-        *spans, (start, _) = self._spans(groups)
-        for worker, (begin, end) in zip(workers, spans, strict=True):
-            worker.reset(tasks[begin:end], seeds[begin:end])
-        mine = local.reset(tasks[start:], seeds[start:])
-        return np.concatenate([*(worker.result() for worker in workers), mine])
-
-    def _step(self, groups: list[Any], spans: list[tuple[int, int]],
-              actions: np.ndarray) -> StepResult:
-        """One lockstep of every environment (the helpers stepping while this process does)."""
-        *workers, local = groups
-        if not workers:
-            return local.step(actions)
-        for worker, (begin, end) in zip(workers, spans, strict=False):
-            worker.step(actions[begin:end])
-        mine = local.step(actions[spans[-1][0]:])
-        parts = [*(worker.result() for worker in workers), mine]
-        return StepResult(
-            np.concatenate([part.obs for part in parts]),
-            np.concatenate([part.rewards for part in parts]),
-            np.concatenate([part.costs for part in parts]),
-            [(begin + index, terminated, final)
-             for part, (begin, _) in zip(parts, spans, strict=True)
-             for index, terminated, final in part.ended],
-        )
+        if self._envs is not None:
+            self._envs.close()
+            self._envs = None
 
     @torch.no_grad()
     def collect(  # pylint: disable=too-many-locals,too-many-statements
@@ -180,10 +140,9 @@ class BatchedRollout:
             description: Passed to ``progress``.
         """
         count = len(tasks)
-        groups = self._env_groups(count)
-        spans = self._spans(groups)
+        envs = self._lockstep(count)
         # Every episode of rollout i runs in tasks[i]; the env is reset with seeds[i].
-        obs = self._normalize(self._reset(groups, tasks, seeds))
+        obs = self._normalize(envs.reset(tasks, seeds))
         actor = policy.stacked(torch.stack([theta.detach() for theta in thetas]))
         act_dim = int(self._low.shape[0])
         noise = torch.stack([rollout_noise(seed, steps, act_dim) for seed in seeds], dim=1)
@@ -205,7 +164,8 @@ class BatchedRollout:
             obs_buf[step] = obs
             act = actor.mean(torch.from_numpy(obs)).numpy() + noisy[step]
             act_buf[step] = act
-            result = self._step(groups, spans, env_low + scale * (act - low))
+            # (the result's arrays are overwritten at the next lockstep: copied below)
+            result = envs.step(env_low + scale * (act - low))
             rewards[step] = result.rewards
             costs[step] = result.costs
             ended = result.ended

@@ -178,7 +178,7 @@ def test_environments_in_a_helper_process_give_the_same_rollouts(run_dir: str) -
         tasks = [env.sample_task() for _ in range(3)]
         batches[workers] = env.collect_tasks(algo._policy, _thetas(algo, 3), algo._actor_critic,
                                              tasks, 600, [41, 42, 43])
-        groups = env._batched._groups
+        groups = env._batched._envs.groups
         assert [type(group).__name__ for group in groups] == (
             ['EnvGroup'] if workers == 0 else ['WorkerEnvGroup', 'EnvGroup'])
         env.close()
