@@ -15,15 +15,20 @@ import pytest
 from tests.conftest import REPO
 
 
+def _command(root: str, name: str, env_id: str, variants: list[str], workers: int) -> list[str]:
+    """``ablation.py`` at a test's size: 30,000 steps, seed 0, a one-step meta-test."""
+    return [sys.executable, os.path.join(REPO, 'benchmarks', 'ablation.py'), '--env-id', env_id,
+            '--total-steps', '30000', '--seeds', '0', '--variants', *variants, '--workers',
+            str(workers), '--root', root, '--name', name, '--test-tasks', '1', '--adapt-steps', '1',
+            '--test-rollout-steps', '200']
+
+
 @pytest.mark.slow  # about 2 minutes: one epoch of each, then their meta-tests
 def test_ablation_trains_meta_tests_and_tabulates(run_dir: str) -> None:
     root = os.path.join(run_dir, 'runs')
     name = f'test_{os.path.basename(run_dir)}'
     env_id = 'MetaPointCircle-v0'
-    command = [sys.executable, os.path.join(REPO, 'benchmarks', 'ablation.py'), '--env-id',
-               env_id, '--total-steps', '30000', '--seeds', '0', '--variants', 'kl_bound_0.01',
-               'CPOCorrected', '--workers', '2', '--root', root, '--name', name,
-               '--test-tasks', '1', '--adapt-steps', '1', '--test-rollout-steps', '200']
+    command = _command(root, name, env_id, ['kl_bound_0.01', 'CPOCorrected'], workers=2)
     stem = os.path.join(REPO, 'benchmarks', 'results', f'{name}_{env_id}')
     try:
         result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900,
@@ -61,10 +66,7 @@ def test_an_interrupted_meta_cpo_run_goes_on_from_its_checkpoint(run_dir: str) -
     root = os.path.join(run_dir, 'runs')
     name = f'test_{os.path.basename(run_dir)}'
     env_id = 'MetaPointCircle-v0'
-    command = [sys.executable, os.path.join(REPO, 'benchmarks', 'ablation.py'), '--env-id',
-               env_id, '--total-steps', '30000', '--seeds', '0', '--variants', 'rollout_500',
-               '--workers', '1', '--root', root, '--name', name, '--test-tasks', '1',
-               '--adapt-steps', '1', '--test-rollout-steps', '200']
+    command = _command(root, name, env_id, ['rollout_500'], workers=1)
     stem = os.path.join(REPO, 'benchmarks', 'results', f'{name}_{env_id}')
     log_dir = os.path.join(root, env_id, 'rollout_500', 'seed-0')
     try:
