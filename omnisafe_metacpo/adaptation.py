@@ -40,7 +40,7 @@ from omnisafe_metacpo.rollout import Batch
 
 
 def split_rollout(batch: Batch, block: int | None) -> tuple[Batch, Batch]:
-    """(fit, held-out) halves of a rollout: alternating blocks of ``block`` steps (0. in the
+    """(fit, held-out) halves of a rollout: alternating blocks of ``block`` steps (see the
     module docstring); ``(batch, batch)`` when ``block`` is None.
 
     Blocks rather than alternate steps because neighbouring steps share their advantages (GAE
@@ -55,11 +55,9 @@ def split_rollout(batch: Batch, block: int | None) -> tuple[Batch, Batch]:
                          f'rollout of {batch.num_steps}: use fewer than the rollout\'s steps')
     held = (torch.arange(batch.num_steps, device=batch.obs.device) // block) % 2 == 1
     fields = ('obs', 'act', 'logp', 'adv_r', 'adv_c', 'target_value_r', 'target_value_c')
-    halves = []
-    for mask in (~held, held):
-        halves.append(dataclasses.replace(
-            batch, **{name: getattr(batch, name)[mask] for name in fields}))
-    return halves[0], halves[1]
+    fit, out = (dataclasses.replace(batch, **{name: getattr(batch, name)[mask] for name in fields})
+                for mask in (~held, held))
+    return fit, out
 
 
 @dataclass
