@@ -32,6 +32,10 @@ from omnisafe_metacpo.config import MetaConfigError
 CHECKPOINT = os.path.join('checkpoints', 'last.pt')
 # Config sections that must match for a resumed run to continue the same experiment.
 _MUST_MATCH = ('algo', 'env_id', 'seed', 'algo_cfgs', 'model_cfgs', 'meta_test_cfgs', 'env_cfgs')
+# Config keys added after runs were saved, each with the value that does what the code did before
+# the key existed: a run saved without one of them is the same experiment as long as the key stays
+# at that value (so a run of an older version can be resumed or extended with more total_steps).
+_ADDED_KEYS: dict[tuple[str, str], Any] = {('algo_cfgs', 'inner_holdout_block'): None}
 
 
 def save(algo: Any, iteration: int, elapsed: float) -> None:
@@ -66,6 +70,9 @@ def load(run_dir: str, cfgs: Any) -> dict[str, Any]:
     with open(os.path.join(run_dir, 'config.json'), encoding='utf-8') as file:
         saved = json.load(file)
     current = cfgs.todict()
+    for (section, key), before in _ADDED_KEYS.items():
+        if isinstance(saved.get(section), dict) and key not in saved[section]:
+            saved[section][key] = before
     different = [key for key in _MUST_MATCH if saved.get(key) != current.get(key)]
     if different:
         raise MetaConfigError(

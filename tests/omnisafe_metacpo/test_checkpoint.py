@@ -1,0 +1,57 @@
+"""Resume checks of :mod:`omnisafe_metacpo.checkpoint` (which saved runs continue which configs)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import pytest
+import torch
+from omnisafe.utils.config import Config
+
+from omnisafe_metacpo import checkpoint
+from omnisafe_metacpo.config import MetaConfigError
+
+
+def _cfgs(**algo_cfgs: object) -> dict:
+    return {
+        'algo': 'MetaCPO', 'env_id': 'MetaPointCircle-v0', 'seed': 0,
+        'algo_cfgs': {'inner_delta': 0.01, 'inner_holdout_block': None, **algo_cfgs},
+        'model_cfgs': {}, 'meta_test_cfgs': {}, 'env_cfgs': {},
+        'train_cfgs': {'total_steps': 1000}, 'logger_cfgs': {'use_wandb': False},
+    }
+
+
+def _saved_run(run_dir: str, config: dict) -> str:
+    os.makedirs(os.path.join(run_dir, 'checkpoints'))
+    with open(os.path.join(run_dir, 'config.json'), 'w', encoding='utf-8') as file:
+        json.dump(config, file)
+    torch.save({'iteration': 3}, os.path.join(run_dir, checkpoint.CHECKPOINT))
+    return run_dir
+
+
+def _older_version(config: dict) -> dict:
+    """The config as a version before ``inner_holdout_block`` existed saved it."""
+    older = copy.deepcopy(config)
+    del older['algo_cfgs']['inner_holdout_block']
+    return older
+
+
+def test_a_run_saved_before_a_key_existed_resumes_at_its_neutral_value(run_dir: str) -> None:
+    run = _saved_run(run_dir, _older_version(_cfgs()))
+    longer = _cfgs()
+    longer['train_cfgs']['total_steps'] = 3000  # extending a run: train_cfgs may change
+    assert checkpoint.load(run, Config.dict2config(longer))['iteration'] == 3
+
+
+def test_a_run_saved_before_a_key_existed_refuses_another_value_of_it(run_dir: str) -> None:
+    run = _saved_run(run_dir, _older_version(_cfgs()))
+    with pytest.raises(MetaConfigError, match='other algo_cfgs'):
+        checkpoint.load(run, Config.dict2config(_cfgs(inner_holdout_block=500)))
+
+
+def test_a_changed_setting_refuses_to_resume(run_dir: str) -> None:
+    run = _saved_run(run_dir, _cfgs())
+    with pytest.raises(MetaConfigError, match='other algo_cfgs'):
+        checkpoint.load(run, Config.dict2config(_cfgs(inner_delta=0.001)))
