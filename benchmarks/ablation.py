@@ -57,6 +57,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     'rollout_500_holdout_50': {'steps_per_epoch': 15000, 'inner_holdout_block': 50},
     # the paper's 1,000-step rollouts, line search on the other episode (Car and Circle: 500)
     'holdout_500': {'inner_holdout_block': 500},
+    # inner steps move the policy's head alone (log_std and the last layer; ANIL)
+    'rollout_500_head': {'steps_per_epoch': 15000, 'inner_params': 'head'},
+    'head': {'inner_params': 'head'},
     # the paper's meta-learning baseline with its defaults (its own YAML, not MetaCPOPaper's)
     'MetaTRPO': {},
 }

@@ -21,6 +21,15 @@ surrogate promises a cost drop (-15 to -44 per episode on Car-Circle-Hazard) tha
 does not show (-9 to +7); on held-out steps the surrogate has no such optimism, and a step that
 only fits noise is shrunk or rejected.
 
+With ``algo_cfgs.inner_params = head`` (not in the paper), the inner steps move only the policy's
+head (``log_std`` and the last layer of the mean network; ANIL, Raghu et al., ICLR 2020): g_k and
+a_k are projected on those coordinates (and the Fisher metric restricted to them) before step 3,
+while the meta step still moves all of theta. Why: an inner step estimates g_k and a_k from one
+rollout of 500-1,000 steps, and the estimation noise of a gradient grows with the number of
+coordinates it has (1,500-2,500 for the paper's (32, 16) policy, 36 in the head), so the
+whole-policy step fits mostly noise (README, issue 10); the meta step, on all tasks' rollouts, is
+left to learn features under which moving the head is enough.
+
 MetaTRPO uses the same code with the cost constraint dropped (the step is TRPO's).
 """
 
@@ -37,6 +46,13 @@ from omnisafe_metacpo.cpo_step import CPOCase, CPOStepError, cpo_step
 from omnisafe_metacpo.line_search import backtracking_line_search
 from omnisafe_metacpo.policy import FunctionalPolicy
 from omnisafe_metacpo.rollout import Batch
+
+
+def _restricted(fvp: Callable[[torch.Tensor], torch.Tensor],
+                mask: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """v -> M H M v + (I - M) v: the metric on the coordinates of ``mask``, identity elsewhere
+    (block diagonal, so H^-1 of a vector that is 0 off the mask is 0 there too)."""
+    return lambda vector: mask * fvp(mask * vector) + (1 - mask) * vector
 
 
 def split_rollout(batch: Batch, block: int | None) -> tuple[Batch, Batch]:
@@ -129,6 +145,8 @@ class InnerLearner:
         self.cfgs = cfgs
         self.episode_length = episode_length
         self.constrained = constrained
+        #: 1 on the coordinates the inner steps move, 0 elsewhere; None: all (the paper)
+        self.mask = policy.head_mask() if cfgs.get('inner_params', 'all') == 'head' else None
 
     # -- 1. surrogates ----------------------------------------------------------------------------
     def surrogates(self, phi: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,6 +177,8 @@ class InnerLearner:
         fvp = None
         if self.cfgs.metric == 'fisher':
             fvp = self.policy.fisher_vector_product(phi, obs, self.cfgs.cg_damping)
+            if self.mask is not None:  # the metric of the head's coordinates, identity elsewhere
+                fvp = _restricted(fvp, self.mask.to(g))
         result = cpo_step(
             g,
             a,
@@ -197,6 +217,8 @@ class InnerLearner:
             loss_r, loss_c = self.surrogates(phi, fit)
             g = torch.autograd.grad(loss_r, phi, create_graph=create_graph, retain_graph=True)[0]
             a = torch.autograd.grad(loss_c, phi, create_graph=create_graph)[0]
+            if self.mask is not None:  # inner_params = head: the step stays in the head
+                g, a = g * self.mask.to(g), a * self.mask.to(a)
             if not (torch.isfinite(g).all() and torch.isfinite(a).all()):
                 return phi, StepRecord(batch, cost_value, 0.0, int(CPOCase.INFEASIBLE_RECOVERY), 0,
                                        fault='non_finite')

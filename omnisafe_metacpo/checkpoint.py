@@ -35,7 +35,10 @@ _MUST_MATCH = ('algo', 'env_id', 'seed', 'algo_cfgs', 'model_cfgs', 'meta_test_c
 # Config keys added after runs were saved, each with the value that does what the code did before
 # the key existed: a run saved without one of them is the same experiment as long as the key stays
 # at that value (so a run of an older version can be resumed or extended with more total_steps).
-_ADDED_KEYS: dict[tuple[str, str], Any] = {('algo_cfgs', 'inner_holdout_block'): None}
+_ADDED_KEYS: dict[tuple[str, str], Any] = {
+    ('algo_cfgs', 'inner_holdout_block'): None,
+    ('algo_cfgs', 'inner_params'): 'all',
+}
 
 
 def save(algo: Any, iteration: int, elapsed: float) -> None:

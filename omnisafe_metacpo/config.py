@@ -13,6 +13,7 @@ from typing import Any
 BACKENDS = ('closed_form', 'cvxpylayers')
 METRICS = ('euclidean', 'fisher')
 SAMPLERS = ('batched', 'sequential')
+INNER_PARAMS = ('all', 'head')
 
 
 class MetaConfigError(ValueError):
@@ -60,6 +61,8 @@ def validate_meta_config(cfgs: Any, env_id: str) -> None:
     _require(algo.dco_backend in BACKENDS, 'algo_cfgs.dco_backend', algo.dco_backend,
              ' or '.join(BACKENDS))
     _require(algo.metric in METRICS, 'algo_cfgs.metric', algo.metric, ' or '.join(METRICS))
+    _require(algo.get('inner_params', 'all') in INNER_PARAMS, 'algo_cfgs.inner_params',
+             algo.get('inner_params'), ' or '.join(INNER_PARAMS))
     _require(algo.kl_bound is None or (_number(algo.kl_bound) and algo.kl_bound > 0),
              'algo_cfgs.kl_bound', algo.kl_bound, 'null or a finite number > 0')
     _require(algo.env_workers is None or (_int(algo.env_workers) and algo.env_workers >= 0),

@@ -35,6 +35,15 @@ class FunctionalPolicy:
         """Length of the flat parameter vector."""
         return sum(self._sizes)
 
+    def head_mask(self) -> torch.Tensor:
+        """1 on the flat vector's entries of the head (``log_std`` and the mean network's last
+        layer), 0 elsewhere: the parameters ``algo_cfgs.inner_params = head`` adapts."""
+        modules = [name.rsplit('.', 1)[0] for name in self._names if name != 'log_std']
+        head = {'log_std', *(name for name in self._names
+                             if name != 'log_std' and name.rsplit('.', 1)[0] == modules[-1])}
+        return torch.cat([torch.full((size,), float(name in head))
+                          for name, size in zip(self._names, self._sizes, strict=True)])
+
     def flat_params(self) -> torch.Tensor:
         """The actor's current parameters as one detached vector."""
         return nn.utils.parameters_to_vector(self.actor.parameters()).detach().clone()

@@ -108,3 +108,49 @@ def test_holdout_line_search_judges_the_step_on_held_out_steps(run_dir: str) -> 
 def test_holdout_block_is_validated(run_dir: str, value: object) -> None:
     with pytest.raises(MetaConfigError, match=r'algo_cfgs\.inner_holdout_block'):
         _algo(run_dir, inner_holdout_block=value)
+
+
+def test_head_mask_marks_log_std_and_the_last_layer(run_dir: str) -> None:
+    policy = _algo(run_dir)._policy
+    mask = policy.head_mask()
+    sizes = {name: param.numel() for name, param in policy.actor.named_parameters()}
+    assert mask.shape == (policy.num_params,)
+    assert set(mask.tolist()) == {0.0, 1.0}
+    last = sorted(name.rsplit('.', 1)[0] for name in sizes if name != 'log_std')[-1]
+    head = sizes['log_std'] + sizes[f'{last}.weight'] + sizes[f'{last}.bias']
+    assert int(mask.sum()) == head < policy.num_params
+    flat = torch.arange(policy.num_params, dtype=torch.float32)
+    policy.load(flat)  # the mask's layout is the flat vector's
+    marked = {float(v) for v in flat[mask.bool()]}
+    params = dict(policy.actor.named_parameters())
+    expected = {float(v) for name in ('log_std', f'{last}.weight', f'{last}.bias')
+                for v in params[name].detach().flatten()}
+    assert marked == expected
+
+
+@pytest.mark.parametrize('metric', ['euclidean', 'fisher'])
+def test_head_only_inner_steps_move_the_head_alone(run_dir: str, metric: str) -> None:
+    algo = _algo(run_dir, inner_params='head', metric=metric)
+    env, learner = algo._env, algo._learner
+    theta = algo._policy.flat_params()
+    (batch,) = env.collect_tasks(algo._policy, [theta], algo._actor_critic, [env.sample_task()],
+                                 400, [4])
+    phi, record = learner.inner_step(theta, batch, 10.0, create_graph=False)
+    assert record.fault is None and record.fraction > 0.0
+    moved = (phi.detach() - theta) != 0
+    head = algo._policy.head_mask().bool()
+    assert moved[head].any() and not moved[~head].any()
+    if metric == 'euclidean':  # the whole trust region spent on the head: 0.5 |x|^2 = delta
+        step = (phi.detach() - theta) / record.fraction
+        assert float(0.5 * step.pow(2).sum()) == pytest.approx(learner.cfgs.inner_delta, rel=1e-4)
+    # second order: the head's adapted values depend on the body's theta through g and a
+    theta_grad = theta.clone().requires_grad_(True)
+    phi_g, _ = learner.inner_step(theta_grad, batch, 10.0, create_graph=True,
+                                  fraction=record.fraction)
+    (grad,) = torch.autograd.grad(phi_g[head].sum(), theta_grad)
+    assert (grad[~head] != 0).any()
+
+
+def test_inner_params_is_validated(run_dir: str) -> None:
+    with pytest.raises(MetaConfigError, match=r'algo_cfgs\.inner_params.*all or head'):
+        _algo(run_dir, inner_params='last')
