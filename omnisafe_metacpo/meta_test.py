@@ -91,6 +91,7 @@ class MetaTester:
         actor_critic: Any,
         obs_normalizer: torch.nn.Module | None,
         logger: Any | None = None,
+        trace: list[dict[str, float]] | None = None,
     ) -> dict[str, float]:
         """Meta-test theta; store the results in ``logger`` (if given) and return them.
 
@@ -99,6 +100,10 @@ class MetaTester:
             actor_critic: Gives the critics for the advantages of the adaptation steps.
             obs_normalizer: The training normaliser, copied (not updated) for the test env.
             logger: Where to store the ``MetaTest/...`` values.
+            trace: If given, one row per adaptation step is appended: task, step k, the cost per
+                episode of the rollout it was computed from (``cost_before``) and of the next
+                (``cost_after``), the surrogate's predicted cost change, its CPO case, step
+                fraction and KL.
         """
         env = self._env()
         if obs_normalizer is not None:
@@ -120,9 +125,17 @@ class MetaTester:
                 returns[index, k] = batch.reward_rate * length
                 costs[index, k] = batch.cost_rate * length
                 if k < self._test.adapt_steps:
-                    phi, _ = self._learner.inner_step(phis[index], batch, self.cost_limit,
-                                                      create_graph=False)
+                    phi, record = self._learner.inner_step(phis[index], batch, self.cost_limit,
+                                                           create_graph=False)
                     phis[index] = phi.detach()
+                    if trace is not None:
+                        trace.append({'task': index, 'step': k,
+                                      'cost_before': float(costs[index, k]),
+                                      'predicted': record.predicted_cost_change,
+                                      'case': record.case, 'fraction': record.fraction,
+                                      'kl': record.kl})
+        for row in trace if trace is not None else ():
+            row['cost_after'] = float(costs[row['task'], row['step'] + 1])
         results = {}
         for k in range(self._test.adapt_steps + 1):
             results[f'MetaTest/EpRet/step_{k}'] = float(returns[:, k].mean())
@@ -137,6 +150,7 @@ def meta_test_saved_run(
     epoch: int | None = None,
     overrides: dict[str, Any] | None = None,
     task_seed: int | None = None,
+    trace: list[dict[str, float]] | None = None,
 ) -> dict[str, float]:
     """Meta-test the policy saved in ``run_dir/torch_save/epoch-N.pt`` (the last one by default).
 
@@ -151,6 +165,7 @@ def meta_test_saved_run(
         overrides: Values for ``meta_test_cfgs`` (num_tasks, adapt_steps, rollout_steps,
             cost_limit).
         task_seed: Draw the test tasks from this seed; ``None``: the run's seed.
+        trace: Collects one row per adaptation step (:meth:`MetaTester.run`).
     """
     from types import SimpleNamespace
 
@@ -190,7 +205,7 @@ def meta_test_saved_run(
     # returns-to-go, from which the learner's fresh critics compute the advantages.
     collectors = SimpleNamespace(reward_critic=ZeroCritic(), cost_critic=ZeroCritic())
     try:
-        return tester.run(policy.flat_params(), collectors, normalizer)
+        return tester.run(policy.flat_params(), collectors, normalizer, trace=trace)
     finally:
         env.close()
 

@@ -30,6 +30,7 @@ def test_ablation_trains_meta_tests_and_tabulates(run_dir: str) -> None:
     env_id = 'MetaPointCircle-v0'
     command = _command(root, name, env_id, ['kl_bound_0.01', 'CPOCorrected'], workers=2)
     stem = os.path.join(REPO, 'benchmarks', 'results', f'{name}_{env_id}')
+    stem_steps = os.path.join(REPO, 'benchmarks', 'results', f'{name}_steps_{env_id}')
     try:
         result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900,
                                 check=False)
@@ -55,10 +56,26 @@ def test_ablation_trains_meta_tests_and_tabulates(run_dir: str) -> None:
         again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120,
                                check=False)
         assert again.returncode == 0 and again.stdout.count('done ') == 2
+        # inner_steps.py repeats these meta-tests (it fails if they differ from meta_test.json)
+        # and keeps one row per adaptation step.
+        traced = subprocess.run(
+            [sys.executable, os.path.join(REPO, 'benchmarks', 'inner_steps.py'), '--env-id',
+             env_id, '--root', root, '--variants', 'kl_bound_0.01', 'CPOCorrected', '--seeds', '0',
+             '--name', f'{name}_steps', '--test-tasks', '1', '--adapt-steps', '1',
+             '--test-rollout-steps', '200'],
+            cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+        assert traced.returncode == 0, traced.stdout[-2000:] + traced.stderr[-3000:]
+        with open(f'{stem_steps}.csv', encoding='utf-8') as file:
+            steps = list(csv.DictReader(file))
+        assert [(row['variant'], row['step']) for row in steps] == \
+            [('kl_bound_0.01', '0'), ('CPOCorrected', '0')]
+        with open(f'{stem_steps}.md', encoding='utf-8') as file:
+            assert '| kl_bound_0.01 |' in file.read()
     finally:
         for suffix in ('.csv', '.md', '.png'):
-            if os.path.exists(stem + suffix):
-                os.remove(stem + suffix)
+            for path in (stem + suffix, stem_steps + suffix):
+                if os.path.exists(path):
+                    os.remove(path)
 
 
 @pytest.mark.slow  # about 2 minutes: two meta-iterations, interrupted after the first

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from omnisafe_metacpo.meta_test import main
 
 # Stock runs are tested without adaptation (they save no critics): short and enough to tell tasks
@@ -37,3 +39,20 @@ def test_task_seed_equal_to_run_seed_changes_nothing(cpo_run: str, run_dir: str)
     default = _meta_test(cpo_run, os.path.join(run_dir, 'default.json'))
     same = _meta_test(cpo_run, os.path.join(run_dir, 'same.json'), '--task-seed', str(run_seed))
     assert same == default
+
+
+def test_trace_records_each_adaptation_step_and_changes_nothing(cpo_run: str) -> None:
+    from omnisafe_metacpo.meta_test import meta_test_saved_run
+
+    overrides = {'num_tasks': 2, 'adapt_steps': 2, 'rollout_steps': 500}
+    trace: list[dict[str, float]] = []
+    traced = meta_test_saved_run(cpo_run, overrides=overrides, trace=trace)
+    assert traced == meta_test_saved_run(cpo_run, overrides=overrides)
+    assert sorted((row['task'], row['step']) for row in trace) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for k in range(2):  # the rows' costs are the ones the means are made of
+        rows = [row for row in trace if row['step'] == k]
+        assert sum(row['cost_before'] for row in rows) / 2 == \
+            pytest.approx(traced[f'MetaTest/EpCost/step_{k}'])
+        assert sum(row['cost_after'] for row in rows) / 2 == \
+            pytest.approx(traced[f'MetaTest/EpCost/step_{k + 1}'])
+    assert all(row['fraction'] >= 0.0 and row['kl'] >= 0.0 for row in trace)
