@@ -35,6 +35,8 @@ sys.path.insert(0, HERE)
 from ablation import _progress_csv, _run_dir  # noqa: E402  (the ablation's own run layout)
 
 GROUPS = ('no cost seen', 'cost seen, at most h', 'cost above h')
+CRITICS = {'fresh': "fresh critics fitted on each test rollout (the ablation's rule)",
+           'saved': "the meta-learners' own critics (their last checkpoint's), as in training"}
 
 
 def group_of(cost_before: float, limit: float) -> str:
@@ -45,8 +47,8 @@ def group_of(cost_before: float, limit: float) -> str:
 
 
 def trace_run(root: str, env_id: str, variant: str, seed: int,
-              args: argparse.Namespace) -> tuple[list[dict], float]:
-    """The adaptation steps of one run's meta-test, and its test-time cost limit."""
+              args: argparse.Namespace) -> tuple[list[dict], float, dict[str, float]]:
+    """The adaptation steps of one run's meta-test, its test-time cost limit and its results."""
     from omnisafe_metacpo.adaptation_rule import load_run_cfgs
     from omnisafe_metacpo.meta_test import meta_test_saved_run
 
@@ -58,9 +60,10 @@ def trace_run(root: str, env_id: str, variant: str, seed: int,
     overrides = {'num_tasks': args.test_tasks, 'adapt_steps': args.adapt_steps,
                  'rollout_steps': args.test_rollout_steps}
     trace: list[dict] = []
-    results = meta_test_saved_run(run, overrides=overrides, trace=trace)
+    results = meta_test_saved_run(run, overrides=overrides, trace=trace, critics=args.critics)
     stored = os.path.join(log_dir, 'meta_test.json')
-    if os.path.isfile(stored):  # the same meta-test as the ablation's, or the split means nothing
+    # the same meta-test as the ablation's, or the split says nothing about its table
+    if args.critics == 'fresh' and os.path.isfile(stored):
         with open(stored, encoding='utf-8') as file:
             saved = json.load(file)
         different = [key for key, value in results.items()
@@ -72,7 +75,7 @@ def trace_run(root: str, env_id: str, variant: str, seed: int,
     for row in trace:
         row.update(variant=variant, seed=seed, measured=row['cost_after'] - row['cost_before'],
                    group=group_of(row['cost_before'], limit))
-    return trace, limit
+    return trace, limit, results
 
 
 def _mean_se(values: list[float]) -> str:
@@ -82,6 +85,20 @@ def _mean_se(values: list[float]) -> str:
         return ''
     se = array.std(ddof=1) / np.sqrt(len(array)) if len(array) > 1 else float('nan')
     return f'{array.mean():.1f} ± {se:.1f}'
+
+
+def summary(results: dict[str, list[dict[str, float]]], adapt: int) -> list[str]:
+    """Markdown rows: each variant's meta-test (mean ± standard error over seeds)."""
+    lines = [f'| variant | return, step {adapt} | cost, step 0 | cost, step {adapt} | '
+             f'cost, mean of steps 1-{adapt} |', '|---|---|---|---|---|']
+    for variant, runs in results.items():
+        cells = [[run[f'MetaTest/EpRet/step_{adapt}'] for run in runs],
+                 [run['MetaTest/EpCost/step_0'] for run in runs],
+                 [run[f'MetaTest/EpCost/step_{adapt}'] for run in runs],
+                 [np.mean([run[f'MetaTest/EpCost/step_{k}'] for k in range(1, adapt + 1)])
+                  for run in runs]]
+        lines.append(f'| {variant} | ' + ' | '.join(_mean_se(cell) for cell in cells) + ' |')
+    return lines
 
 
 def table(rows: list[dict], variants: list[str], limit: float) -> list[str]:
@@ -117,13 +134,17 @@ def main() -> None:
     parser.add_argument('--test-tasks', type=int, default=5)
     parser.add_argument('--adapt-steps', type=int, default=5)
     parser.add_argument('--test-rollout-steps', type=int, default=1000)
+    parser.add_argument('--critics', choices=('fresh', 'saved'), default='fresh',
+                        help="fresh: the ablation's rule; saved: the meta-learners' own critics")
     args = parser.parse_args()
     rows: list[dict] = []
+    results: dict[str, list[dict[str, float]]] = {variant: [] for variant in args.variants}
     limits = set()
     for variant in args.variants:
         for seed in args.seeds:
-            trace, limit = trace_run(args.root, args.env_id, variant, seed, args)
+            trace, limit, result = trace_run(args.root, args.env_id, variant, seed, args)
             rows += trace
+            results[variant].append(result)
             limits.add(limit)
             print(f'traced {variant} seed {seed}: {len(trace)} steps', flush=True)
     if len(limits) != 1:
@@ -142,7 +163,8 @@ def main() -> None:
              f'steps of {args.test_rollout_steps} env steps each; means ± standard error over '
              f'steps (changes in cost per episode; measured = next rollout minus this one).',
              '`' + ' '.join(['python benchmarks/inner_steps.py', *sys.argv[1:]]) + '`', '',
-             *table(rows, args.variants, limit)]
+             f'Advantages of the adaptation steps: {CRITICS[args.critics]}.', '',
+             *summary(results, args.adapt_steps), '', *table(rows, args.variants, limit)]
     text = '\n'.join(lines)
     with open(stem + '.md', 'w', encoding='utf-8') as file:
         file.write(text + '\n')

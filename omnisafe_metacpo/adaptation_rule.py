@@ -81,10 +81,12 @@ def resolve_meta_test_cfgs(cfgs: Any, overrides: dict[str, Any] | None = None) -
     return Config.dict2config(settings)
 
 
-def load_run_cfgs(run_dir: str, overrides: dict[str, Any] | None = None) -> Any:
+def load_run_cfgs(run_dir: str, overrides: dict[str, Any] | None = None,
+                  sampler_cfgs: bool = True) -> Any:
     """The run's ``config.json`` prepared for meta-testing.
 
-    ``meta_test_cfgs`` resolved (:func:`resolve_meta_test_cfgs`) and the samplers' settings of
+    ``meta_test_cfgs`` resolved (:func:`resolve_meta_test_cfgs`) and, unless ``sampler_cfgs`` is
+    False (a meta-learner adapted with its own critics), the samplers' settings of
     :data:`SAMPLER_CFGS`; everything that shapes the env (observation normalisation, env_cfgs)
     stays the run's, so the policy sees observations as in training.
     """
@@ -93,7 +95,8 @@ def load_run_cfgs(run_dir: str, overrides: dict[str, Any] | None = None) -> Any:
     with open(os.path.join(run_dir, 'config.json'), encoding='utf-8') as file:
         cfgs = Config.dict2config(json.load(file))
     cfgs['meta_test_cfgs'] = resolve_meta_test_cfgs(cfgs, overrides)
-    cfgs.algo_cfgs.recurisve_update(dict(SAMPLER_CFGS))
+    if sampler_cfgs:
+        cfgs.algo_cfgs.recurisve_update(dict(SAMPLER_CFGS))
     return cfgs
 
 

@@ -10,7 +10,11 @@ they update neither theta nor the critics, and they run on a copy of the observa
 Standalone, on a saved run::
 
     python -m omnisafe_metacpo.meta_test RUN_DIR [--epoch N] [--num-tasks 5] [--cost-limit 5]
-        [--task-seed N]
+        [--task-seed N] [--critics fresh|saved]
+
+``--critics saved`` adapts a Meta-CPO / Meta-TRPO run with the critics of its last checkpoint, as
+its inner steps were trained (and as its meta-tests during training did), instead of the fresh
+critics of the comparison's rule (:mod:`omnisafe_metacpo.adaptation_rule`).
 
 ``--task-seed N`` draws the test tasks from N instead of the run's seed (other unseen tasks of the
 same split); the JSON written records the seed used.
@@ -151,6 +155,7 @@ def meta_test_saved_run(
     overrides: dict[str, Any] | None = None,
     task_seed: int | None = None,
     trace: list[dict[str, float]] | None = None,
+    critics: str = 'fresh',
 ) -> dict[str, float]:
     """Meta-test the policy saved in ``run_dir/torch_save/epoch-N.pt`` (the last one by default).
 
@@ -166,6 +171,10 @@ def meta_test_saved_run(
             cost_limit).
         task_seed: Draw the test tasks from this seed; ``None``: the run's seed.
         trace: Collects one row per adaptation step (:meth:`MetaTester.run`).
+        critics: ``fresh`` (the comparison's rule, above) or ``saved``: a Meta-CPO / Meta-TRPO
+            run adapted as its inner steps were trained, with the reward and cost critics of its
+            last checkpoint and its own GAE settings (then ``epoch`` must be the checkpoint's).
+            Not the comparison's rule: stock runs save no critics.
     """
     from types import SimpleNamespace
 
@@ -175,7 +184,9 @@ def meta_test_saved_run(
     from omnisafe_metacpo.fresh_critics import ZeroCritic
     from omnisafe_metacpo.policy import FunctionalPolicy
 
-    cfgs = adaptation_rule.load_run_cfgs(run_dir, overrides)
+    if critics not in ('fresh', 'saved'):
+        raise ValueError(f"critics = {critics!r}: 'fresh' or 'saved'")
+    cfgs = adaptation_rule.load_run_cfgs(run_dir, overrides, sampler_cfgs=critics == 'fresh')
     if epoch is None:
         saved = adaptation_rule.saved_epochs(run_dir)
         if not saved:
@@ -197,17 +208,54 @@ def meta_test_saved_run(
         normalizer = copy.deepcopy(env.obs_normalizer)
         normalizer.load_state_dict(params['obs_normalizer'])
     policy = FunctionalPolicy(actor)
-    learner = adaptation_rule.build_learner(policy, cfgs, env.observation_space, env.action_space,
-                                            env.episode_length)
+    if critics == 'saved':
+        learner, collectors = _saved_critics_rule(run_dir, cfgs, epoch, policy, env)
+    else:
+        learner = adaptation_rule.build_learner(policy, cfgs, env.observation_space,
+                                                env.action_space, env.episode_length)
+        # Rollouts are collected with zero value functions: their value targets are plain
+        # returns-to-go, from which the learner's fresh critics compute the advantages.
+        collectors = SimpleNamespace(reward_critic=ZeroCritic(), cost_critic=ZeroCritic())
     tester = MetaTester(cfgs, cfgs.env_id, int(cfgs.seed), learner, task_seed=task_seed)
     tester._adapter = env  # pylint: disable=protected-access
-    # Rollouts are collected with zero value functions: their value targets are plain
-    # returns-to-go, from which the learner's fresh critics compute the advantages.
-    collectors = SimpleNamespace(reward_critic=ZeroCritic(), cost_critic=ZeroCritic())
     try:
         return tester.run(policy.flat_params(), collectors, normalizer, trace=trace)
     finally:
         env.close()
+
+
+def _saved_critics_rule(run_dir: str, cfgs: Any, epoch: int, policy: Any,
+                        env: TaskRolloutAdapter) -> tuple[Any, Any]:
+    """The inner learner of a meta-learner's run and the critics of its last checkpoint."""
+    from types import SimpleNamespace
+
+    from omnisafe.models.critic.critic_builder import CriticBuilder
+
+    from omnisafe_metacpo import adaptation_rule
+    from omnisafe_metacpo.adaptation import InnerLearner
+    from omnisafe_metacpo.checkpoint import CHECKPOINT
+
+    if cfgs.algo not in adaptation_rule.META_LEARNERS:
+        raise ValueError(f'critics = saved: {cfgs.algo} runs save no critics (only '
+                         f'{", ".join(adaptation_rule.META_LEARNERS)} runs do)')
+    state = torch.load(os.path.join(run_dir, CHECKPOINT), weights_only=True, map_location='cpu')
+    # torch_save/epoch-N.pt is written after meta-iteration N - 1, the checkpoint after its own
+    if int(state['iteration']) + 1 != epoch:
+        raise ValueError(f'critics = saved: the checkpoint holds the critics after meta-iteration '
+                         f'{state["iteration"]}, not those of epoch {epoch}')
+    builder = CriticBuilder(
+        obs_space=env.observation_space, act_space=env.action_space,
+        hidden_sizes=list(cfgs.model_cfgs.critic.hidden_sizes),
+        activation=cfgs.model_cfgs.critic.activation,
+        weight_initialization_mode=cfgs.model_cfgs.weight_initialization_mode,
+        num_critics=1, use_obs_encoder=False)
+    saved = {}
+    for name in ('reward_critic', 'cost_critic'):
+        saved[name] = builder.build_critic('v')
+        saved[name].load_state_dict(state[name])
+    learner = InnerLearner(policy, cfgs.algo_cfgs, env.episode_length,
+                           constrained=adaptation_rule.META_LEARNERS[cfgs.algo])
+    return learner, SimpleNamespace(**saved)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -221,13 +269,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--cost-limit', type=float, default=None)
     parser.add_argument('--task-seed', type=int, default=None,
                         help="draw the test tasks from this seed (default: the run's seed)")
+    parser.add_argument('--critics', choices=('fresh', 'saved'), default='fresh',
+                        help="fresh: the comparison's rule; saved: a meta-learner's own critics")
     parser.add_argument('--output', default=None, help='JSON file (default RUN_DIR/meta_test.json)')
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in {
         'num_tasks': args.num_tasks, 'adapt_steps': args.adapt_steps,
         'rollout_steps': args.rollout_steps, 'cost_limit': args.cost_limit,
     }.items() if value is not None}
-    results = meta_test_saved_run(args.run_dir, args.epoch, overrides, task_seed=args.task_seed)
+    results = meta_test_saved_run(args.run_dir, args.epoch, overrides, task_seed=args.task_seed,
+                                  critics=args.critics)
     for key, value in results.items():
         print(f'{key:28s} {value:10.3f}')
     task_seed = args.task_seed
@@ -236,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
             task_seed = int(json.load(file)['seed'])
     output = args.output or os.path.join(args.run_dir, 'meta_test.json')
     with open(output, 'w', encoding='utf-8') as file:
-        json.dump({**results, 'task_seed': task_seed}, file, indent=2)
+        json.dump({**results, 'task_seed': task_seed, 'critics': args.critics}, file, indent=2)
 
 
 if __name__ == '__main__':

@@ -56,3 +56,37 @@ def test_trace_records_each_adaptation_step_and_changes_nothing(cpo_run: str) ->
         assert sum(row['cost_after'] for row in rows) / 2 == \
             pytest.approx(traced[f'MetaTest/EpCost/step_{k + 1}'])
     assert all(row['fraction'] >= 0.0 and row['kl'] >= 0.0 for row in trace)
+
+
+def test_saved_critics_repeat_the_meta_test_of_training(run_dir: str) -> None:
+    """``critics='saved'`` adapts as the run's own meta-test did during training: same numbers."""
+    import csv
+
+    import omnisafe
+
+    from omnisafe_metacpo.meta_test import meta_test_saved_run
+    from tests.conftest import tiny_meta_cfgs
+
+    custom = tiny_meta_cfgs()
+    custom['logger_cfgs']['log_dir'] = run_dir
+    agent = omnisafe.Agent('MetaCPO', 'MetaPointCircle-v0', custom_cfgs=custom)
+    agent.learn()
+    log_dir = agent.agent.logger.log_dir
+    with open(os.path.join(log_dir, 'progress.csv'), encoding='utf-8') as file:
+        last = list(csv.DictReader(file))[-1]
+    saved = meta_test_saved_run(log_dir, critics='saved')
+    assert saved == {key: pytest.approx(float(last[key]), rel=1e-6) for key in saved}
+    fresh = meta_test_saved_run(log_dir)
+    assert fresh['MetaTest/EpCost/step_0'] == saved['MetaTest/EpCost/step_0']  # theta's rollouts
+    assert fresh != saved  # adapted with other advantages
+    with pytest.raises(ValueError, match='epoch 1'):
+        meta_test_saved_run(log_dir, epoch=1, critics='saved')
+
+
+def test_saved_critics_are_refused_for_stock_runs(cpo_run: str) -> None:
+    from omnisafe_metacpo.meta_test import meta_test_saved_run
+
+    with pytest.raises(ValueError, match='CPO runs save no critics'):
+        meta_test_saved_run(cpo_run, critics='saved')
+    with pytest.raises(ValueError, match="'fresh' or 'saved'"):
+        meta_test_saved_run(cpo_run, critics='trained')
