@@ -33,6 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -189,6 +190,11 @@ def main() -> None:
     args = parser.parse_args()
     if '.' in os.path.abspath(args.root):
         parser.error(f'--root {args.root}: OmniSafe needs a run directory without dots')
+    # One torch thread for the meta-tests here, as the training runs have (torch_threads): with
+    # torch's default of one per core, the fresh critics' small fits slow down several-fold while
+    # other runs share the cores (a Car meta-test: 34 s with one thread, over 150 s with two, beside
+    # two training runs).
+    torch.set_num_threads(1)
     jobs = [(variant, seed) for variant in args.variants for seed in args.seeds]
     with ThreadPoolExecutor(args.workers) as pool:
         rows = list(pool.map(lambda job: run_one(args.root, args.env_id, *job, args), jobs))

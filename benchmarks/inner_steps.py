@@ -28,6 +28,7 @@ import os
 import sys
 
 import numpy as np
+import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -137,6 +138,11 @@ def main() -> None:
     parser.add_argument('--critics', choices=('fresh', 'saved'), default='fresh',
                         help="fresh: the ablation's rule; saved: the meta-learners' own critics")
     args = parser.parse_args()
+    # One torch thread for the meta-tests here, as the training runs have (torch_threads): with
+    # torch's default of one per core, the fresh critics' small fits slow down several-fold while
+    # other runs share the cores (a Car meta-test: 34 s with one thread, over 150 s with two, beside
+    # two training runs).
+    torch.set_num_threads(1)
     rows: list[dict] = []
     results: dict[str, list[dict[str, float]]] = {variant: [] for variant in args.variants}
     limits = set()
