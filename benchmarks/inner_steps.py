@@ -6,9 +6,11 @@ exactly as the ablation did (same tasks, rollouts and settings; the results are 
 ``meta_test.json``), this time keeping one row per adaptation step (``MetaTester.run``'s trace).
 The steps are then grouped by the cost per episode of their own rollout D_k: none at all (the
 step's cost gradient a_k is then 0: nothing in the rollout says where the cost is), some but at most
-h, above h. Per group: how many steps, the cost before, the change the step's surrogate predicted
-on D_k, the change measured by the next rollout, and how often the step left a task that was at or
-below h above it.
+h, above h. Grouping by D_k selects on its noise (a rollout that showed no cost is followed by a
+costlier one even when nothing changes), so each step's policy also runs one more, independent
+rollout (the control): the step's effect is the cost after the step minus the control's. Per
+group: how many steps, the cost of D_k, of the control and after the step, the effect, the change
+the step's surrogate predicted on D_k, and how many controls and next rollouts are above h.
 
     python benchmarks/inner_steps.py --env-id MetaCarCircleHazard-v0 --root runs/comparison_540k \
         --variants CPOCorrected rollout_500 rollout_500_inner_delta_0.001 --seeds 0 1 2 \
@@ -75,6 +77,7 @@ def trace_run(root: str, env_id: str, variant: str, seed: int,
     limit = float(load_run_cfgs(run, overrides).meta_test_cfgs.cost_limit)
     for row in trace:
         row.update(variant=variant, seed=seed, measured=row['cost_after'] - row['cost_before'],
+                   effect=row['cost_after'] - row['cost_control'],
                    group=group_of(row['cost_before'], limit))
     return trace, limit, results
 
@@ -104,23 +107,25 @@ def summary(results: dict[str, list[dict[str, float]]], adapt: int) -> list[str]
 
 def table(rows: list[dict], variants: list[str], limit: float) -> list[str]:
     """Markdown rows: one per (variant, group)."""
-    lines = ['| variant | rollout D_k showed | steps | share | cost before | predicted change '
-             '| measured change | left a task at or below h above it |',
-             '|---|---|---|---|---|---|---|---|']
+    lines = ['| variant | rollout D_k showed | steps | cost of D_k | cost of the same policy, '
+             'another rollout | cost after the step | effect of the step (after - another '
+             'rollout) | predicted change | above h: another rollout / after the step |',
+             '|---|---|---|---|---|---|---|---|---|']
     for variant in variants:
         mine = [row for row in rows if row['variant'] == variant]
         for group in GROUPS:
             steps = [row for row in mine if row['group'] == group]
             if not steps:
                 continue
-            below = [row for row in steps if row['cost_before'] <= limit]
-            broke = (f'{sum(row["cost_after"] > limit for row in below)} of {len(below)}'
-                     if below else '')
+            above = (sum(row['cost_control'] > limit for row in steps),
+                     sum(row['cost_after'] > limit for row in steps))
             lines.append(
-                f'| {variant} | {group} | {len(steps)} | {len(steps) / len(mine):.0%} | '
+                f'| {variant} | {group} | {len(steps)} ({len(steps) / len(mine):.0%}) | '
                 f'{_mean_se([r["cost_before"] for r in steps])} | '
-                f'{_mean_se([r["predicted"] for r in steps])} | '
-                f'{_mean_se([r["measured"] for r in steps])} | {broke} |')
+                f'{_mean_se([r["cost_control"] for r in steps])} | '
+                f'{_mean_se([r["cost_after"] for r in steps])} | '
+                f'{_mean_se([r["effect"] for r in steps])} | '
+                f'{_mean_se([r["predicted"] for r in steps])} | {above[0]} / {above[1]} |')
     return lines
 
 
@@ -157,8 +162,8 @@ def main() -> None:
         raise SystemExit(f'the runs meta-test with different cost limits {sorted(limits)}')
     (limit,) = limits
     stem = os.path.join(HERE, 'results', f'{args.name}_{args.env_id}')
-    fields = ['variant', 'seed', 'task', 'step', 'group', 'cost_before', 'cost_after', 'measured',
-              'predicted', 'case', 'fraction', 'kl']
+    fields = ['variant', 'seed', 'task', 'step', 'group', 'cost_before', 'cost_control',
+              'cost_after', 'measured', 'effect', 'predicted', 'case', 'fraction', 'kl']
     with open(stem + '.csv', 'w', encoding='utf-8', newline='') as file:
         writer = csv.DictWriter(file, fieldnames=fields)
         writer.writeheader()
@@ -167,7 +172,8 @@ def main() -> None:
              f'the cost per episode of the rollout each step was computed from; runs of '
              f'`{args.root}`, seeds {args.seeds}, {args.test_tasks} tasks x {args.adapt_steps} '
              f'steps of {args.test_rollout_steps} env steps each; means ± standard error over '
-             f'steps (changes in cost per episode; measured = next rollout minus this one).',
+             f'steps (costs per episode; effect = cost after the step minus another rollout of '
+             f'the policy before it).',
              '`' + ' '.join(['python benchmarks/inner_steps.py', *sys.argv[1:]]) + '`', '',
              f'Advantages of the adaptation steps: {CRITICS[args.critics]}.', '',
              *summary(results, args.adapt_steps), '', *table(rows, args.variants, limit)]

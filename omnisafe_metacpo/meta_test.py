@@ -33,7 +33,7 @@ import torch
 
 from omnisafe_metacpo.rollout import TaskRolloutAdapter, rollout_seed
 
-_TEST_TASKS, _TEST_ROLLOUT = 11, 12
+_TEST_TASKS, _TEST_ROLLOUT, _TEST_CONTROL = 11, 12, 13
 
 
 class MetaTester:
@@ -105,9 +105,10 @@ class MetaTester:
             obs_normalizer: The training normaliser, copied (not updated) for the test env.
             logger: Where to store the ``MetaTest/...`` values.
             trace: If given, one row per adaptation step is appended: task, step k, the cost per
-                episode of the rollout it was computed from (``cost_before``) and of the next
-                (``cost_after``), the surrogate's predicted cost change, its CPO case, step
-                fraction and KL.
+                episode of the rollout it was computed from (``cost_before``), of another
+                rollout of the same policy (``cost_control``: tracing samples one more rollout
+                per step, outside the results) and of the next (``cost_after``), the surrogate's
+                predicted cost change, its CPO case, step fraction and KL.
         """
         env = self._env()
         if obs_normalizer is not None:
@@ -118,13 +119,27 @@ class MetaTester:
         costs = np.zeros_like(returns)
         length = self._learner.episode_length
         phis = [theta.detach()] * len(tasks)
+        batched = self._cfgs.algo_cfgs.get('sampler', 'batched') == 'batched'
         for k in range(self._test.adapt_steps + 1):
             # The test tasks' rollouts of adaptation step k are sampled together (batched sampler).
             batches = env.collect_tasks(
                 self._learner.policy, phis, actor_critic, tasks, self._test.rollout_steps,
                 [rollout_seed(self._seed, _TEST_ROLLOUT, index, k) for index in range(len(tasks))],
-                batched=self._cfgs.algo_cfgs.get('sampler', 'batched') == 'batched',
+                batched=batched,
             )
+            if trace is not None and k < self._test.adapt_steps:
+                # A second, independent rollout of the same policies: what their cost is, free of
+                # the selection that grouping steps by their own rollout's cost makes (a rollout
+                # that showed no cost is followed by a costlier one even without any step). It
+                # leaves the results as they are: other seeds, and the normaliser restored.
+                normalizer = copy.deepcopy(env.obs_normalizer.state_dict())
+                controls = env.collect_tasks(
+                    self._learner.policy, phis, actor_critic, tasks, self._test.rollout_steps,
+                    [rollout_seed(self._seed, _TEST_CONTROL, index, k)
+                     for index in range(len(tasks))],
+                    batched=batched,
+                )
+                env.obs_normalizer.load_state_dict(normalizer)
             for index, batch in enumerate(batches):
                 returns[index, k] = batch.reward_rate * length
                 costs[index, k] = batch.cost_rate * length
@@ -135,6 +150,7 @@ class MetaTester:
                     if trace is not None:
                         trace.append({'task': index, 'step': k,
                                       'cost_before': float(costs[index, k]),
+                                      'cost_control': controls[index].cost_rate * length,
                                       'predicted': record.predicted_cost_change,
                                       'case': record.case, 'fraction': record.fraction,
                                       'kl': record.kl})

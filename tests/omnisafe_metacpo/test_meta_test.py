@@ -56,6 +56,7 @@ def test_trace_records_each_adaptation_step_and_changes_nothing(cpo_run: str) ->
         assert sum(row['cost_after'] for row in rows) / 2 == \
             pytest.approx(traced[f'MetaTest/EpCost/step_{k + 1}'])
     assert all(row['fraction'] >= 0.0 and row['kl'] >= 0.0 for row in trace)
+    assert all(row['cost_control'] >= 0.0 for row in trace)
 
 
 def test_saved_critics_repeat_the_meta_test_of_training(run_dir: str) -> None:
@@ -77,6 +78,9 @@ def test_saved_critics_repeat_the_meta_test_of_training(run_dir: str) -> None:
     saved = meta_test_saved_run(log_dir, critics='saved')
     assert saved == {key: pytest.approx(float(last[key]), rel=1e-6) for key in saved}
     fresh = meta_test_saved_run(log_dir)
+    # tracing samples control rollouts too, with the (updating) observation normaliser restored
+    assert meta_test_saved_run(log_dir, trace=[]) == fresh
+    assert meta_test_saved_run(log_dir, trace=[], critics='saved') == saved
     assert fresh['MetaTest/EpCost/step_0'] == saved['MetaTest/EpCost/step_0']  # theta's rollouts
     assert fresh != saved  # adapted with other advantages
     with pytest.raises(ValueError, match='epoch 1'):
