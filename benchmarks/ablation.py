@@ -61,6 +61,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     # inner steps move the policy's head alone (log_std and the last layer; ANIL)
     'rollout_500_head': {'steps_per_epoch': 15000, 'inner_params': 'head'},
     'head': {'inner_params': 'head'},
+    # the meta step is the recovery step whenever the training tasks' adapted cost is above h
+    'rollout_500_recover': {'steps_per_epoch': 15000, 'meta_over_limit': 'recover'},
     # the paper's meta-learning baseline with its defaults (its own YAML, not MetaCPOPaper's)
     'MetaTRPO': {},
 }

@@ -38,6 +38,7 @@ _MUST_MATCH = ('algo', 'env_id', 'seed', 'algo_cfgs', 'model_cfgs', 'meta_test_c
 _ADDED_KEYS: dict[tuple[str, str], Any] = {
     ('algo_cfgs', 'inner_holdout_block'): None,
     ('algo_cfgs', 'inner_params'): 'all',
+    ('algo_cfgs', 'meta_over_limit'): 'cpo',
 }
 
 

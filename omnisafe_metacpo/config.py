@@ -14,6 +14,7 @@ BACKENDS = ('closed_form', 'cvxpylayers')
 METRICS = ('euclidean', 'fisher')
 SAMPLERS = ('batched', 'sequential')
 INNER_PARAMS = ('all', 'head')
+META_OVER_LIMIT = ('cpo', 'recover')
 
 
 class MetaConfigError(ValueError):
@@ -63,6 +64,8 @@ def validate_meta_config(cfgs: Any, env_id: str) -> None:
     _require(algo.metric in METRICS, 'algo_cfgs.metric', algo.metric, ' or '.join(METRICS))
     _require(algo.get('inner_params', 'all') in INNER_PARAMS, 'algo_cfgs.inner_params',
              algo.get('inner_params'), ' or '.join(INNER_PARAMS))
+    _require(algo.get('meta_over_limit', 'cpo') in META_OVER_LIMIT, 'algo_cfgs.meta_over_limit',
+             algo.get('meta_over_limit'), ' or '.join(META_OVER_LIMIT))
     _require(algo.kl_bound is None or (_number(algo.kl_bound) and algo.kl_bound > 0),
              'algo_cfgs.kl_bound', algo.kl_bound, 'null or a finite number > 0')
     _require(algo.env_workers is None or (_int(algo.env_workers) and algo.env_workers >= 0),

@@ -23,6 +23,7 @@ from omnisafe_metacpo import checkpoint, compat, parallel
 from omnisafe_metacpo.adaptation import AdaptationStats, InnerLearner, StepRecord
 from omnisafe_metacpo.config import validate_meta_config
 from omnisafe_metacpo.cpo_step import CPOCase, CPOStepError, cpo_step
+from omnisafe_metacpo.cpo_step.fisher import cg_solve
 from omnisafe_metacpo.meta_test import MetaTester
 from omnisafe_metacpo.policy import FunctionalPolicy
 from omnisafe_metacpo.progress import RunProgress
@@ -503,10 +504,18 @@ class MetaCPO(CPO):
             self._faults['solver'] += 1
             self._meta_log['Meta/b'] = b_theta
             return None
-        x = step.x.detach()
+        x, case = step.x.detach(), int(step.case)
+        if self.constrained and b_theta > 0 and cfgs.get('meta_over_limit', 'cpo') == 'recover':
+            # (Not in the paper: algo_cfgs.meta_over_limit.) Over the limit, the recovery step of
+            # eq. (4) even where the linearised problem is feasible: CPO then also climbs F on the
+            # promise of a cost drop that the (noisy, optimistic) dG/dtheta makes and the next
+            # rollouts do not show (README, issue 10).
+            direction = grad_g.detach() if fvp is None else cg_solve(fvp, grad_g.detach())
+            x = -torch.sqrt(2 * cfgs.meta_delta / (grad_g.detach() @ direction)) * direction
+            case = int(CPOCase.INFEASIBLE_RECOVERY)
         if not bool(torch.isfinite(x).all()):
             self._faults['non_finite'] += 1
-            self._meta_log.update({'Meta/Case': int(step.case), 'Meta/b': b_theta})
+            self._meta_log.update({'Meta/Case': case, 'Meta/b': b_theta})
             return None
 
         def post_losses(candidate: torch.Tensor) -> tuple[float, float]:
@@ -536,11 +545,11 @@ class MetaCPO(CPO):
                     theta, candidate, obs, cfgs.meta_delta, mean_over=mean_over))
             return loss_f - base_f, cost_increase, divergence
 
-        search = self._learner.line_search(x, evaluate, int(step.case), b_theta, cfgs.meta_delta)
+        search = self._learner.line_search(x, evaluate, case, b_theta, cfgs.meta_delta)
         if search.accepted:
             self._policy.load(theta + search.fraction * x)
         self._meta_log = {
-            'Meta/Case': int(step.case),
+            'Meta/Case': case,
             'Meta/StepFraction': search.fraction,
             'Meta/Backtracks': search.num_backtracks,
             'Meta/Accepted': float(search.accepted),

@@ -259,3 +259,29 @@ def test_stock_run_is_tested_on_unseen_tasks_without_adaptation(cpo_run: str) ->
     results = meta_test_saved_run(cpo_run, overrides={'num_tasks': 1, 'adapt_steps': 0,
                                                       'rollout_steps': 100})
     assert set(results) == {'MetaTest/EpRet/step_0', 'MetaTest/EpCost/step_0'}
+
+
+def test_meta_over_limit_recover_takes_the_recovery_step_above_h(run_dir: str) -> None:
+    # h = 0: every meta-iteration whose adapted tasks showed any cost is over the limit (an
+    # untrained Car leaves the circle within its 500-step rollouts); with this large a trust
+    # region the linearised constraint can be met, so CPO itself would not recover
+    agent = _agent(run_dir, env_id='MetaCarCircleHazard-v0',
+                   algo_cfgs={'meta_over_limit': 'recover', 'cost_limit': 0.0,
+                              'steps_per_epoch': 2000, 'meta_delta': 100.0},
+                   train_cfgs={'total_steps': 4000})
+    agent.learn()
+    rows = [row for row in _rows(agent.agent.logger.log_dir) if float(row['Meta/b']) > 0]
+    assert rows, 'no meta-iteration over the limit: the test says nothing'
+    delta = agent.agent._cfgs.algo_cfgs.meta_delta
+    for row in rows:
+        assert int(float(row['Meta/Case'])) == 0  # INFEASIBLE_RECOVERY
+        # the Euclidean recovery step has length sqrt(2 delta), times the line search's fraction
+        assert float(row['Meta/StepNorm']) == pytest.approx(
+            float(row['Meta/StepFraction']) * (2 * delta) ** 0.5, rel=1e-5)
+
+
+def test_meta_over_limit_is_validated(run_dir: str) -> None:
+    from omnisafe_metacpo.config import MetaConfigError
+
+    with pytest.raises(MetaConfigError, match=r'algo_cfgs\.meta_over_limit.*cpo or recover'):
+        _agent(run_dir, algo_cfgs={'meta_over_limit': 'always'})
