@@ -63,6 +63,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     'head': {'inner_params': 'head'},
     # the meta step is the recovery step whenever the training tasks' adapted cost is above h
     'rollout_500_recover': {'steps_per_epoch': 15000, 'meta_over_limit': 'recover'},
+    'rollout_500_recover_h5': {'steps_per_epoch': 15000, 'meta_over_limit': 'recover',
+                               'cost_limit': 5.0},
+    'recover': {'meta_over_limit': 'recover'},
     # the paper's meta-learning baseline with its defaults (its own YAML, not MetaCPOPaper's)
     'MetaTRPO': {},
 }
