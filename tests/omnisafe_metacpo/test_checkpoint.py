@@ -17,7 +17,8 @@ from omnisafe_metacpo.config import MetaConfigError
 def _cfgs(**algo_cfgs: object) -> dict:
     return {
         'algo': 'MetaCPO', 'env_id': 'MetaPointCircle-v0', 'seed': 0,
-        'algo_cfgs': {'inner_delta': 0.01, 'inner_holdout_block': None, **algo_cfgs},
+        'algo_cfgs': {'inner_delta': 0.01, 'inner_holdout_block': None, 'inner_params': 'all',
+                      'meta_over_limit': 'cpo', **algo_cfgs},
         'model_cfgs': {}, 'meta_test_cfgs': {}, 'env_cfgs': {},
         'train_cfgs': {'total_steps': 1000}, 'logger_cfgs': {'use_wandb': False},
     }
@@ -32,9 +33,10 @@ def _saved_run(run_dir: str, config: dict) -> str:
 
 
 def _older_version(config: dict) -> dict:
-    """The config as a version before ``inner_holdout_block`` existed saved it."""
+    """The config as a version before ``inner_holdout_block`` and later keys existed saved it."""
     older = copy.deepcopy(config)
-    del older['algo_cfgs']['inner_holdout_block']
+    for key in ('inner_holdout_block', 'inner_params', 'meta_over_limit'):
+        del older['algo_cfgs'][key]
     return older
 
 
@@ -45,10 +47,13 @@ def test_a_run_saved_before_a_key_existed_resumes_at_its_neutral_value(run_dir: 
     assert checkpoint.load(run, Config.dict2config(longer))['iteration'] == 3
 
 
-def test_a_run_saved_before_a_key_existed_refuses_another_value_of_it(run_dir: str) -> None:
+@pytest.mark.parametrize('change', [{'inner_holdout_block': 500}, {'inner_params': 'head'},
+                                    {'meta_over_limit': 'recover'}])
+def test_a_run_saved_before_a_key_existed_refuses_another_value_of_it(
+        run_dir: str, change: dict) -> None:
     run = _saved_run(run_dir, _older_version(_cfgs()))
     with pytest.raises(MetaConfigError, match='other algo_cfgs'):
-        checkpoint.load(run, Config.dict2config(_cfgs(inner_holdout_block=500)))
+        checkpoint.load(run, Config.dict2config(_cfgs(**change)))
 
 
 def test_a_changed_setting_refuses_to_resume(run_dir: str) -> None:

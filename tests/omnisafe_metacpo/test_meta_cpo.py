@@ -75,9 +75,11 @@ def test_learn_logs_evaluate_and_meta_test(run_dir: str, algo: str) -> None:
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(os.path.join(log_dir, 'meta_test.json'), encoding='utf-8') as file:
-        assert set(json.load(file)) == {'MetaTest/EpRet/step_0', 'MetaTest/EpRet/step_1',
-                                        'MetaTest/EpCost/step_0', 'MetaTest/EpCost/step_1',
-                                        'task_seed'}
+        saved = json.load(file)
+    assert set(saved) == {'MetaTest/EpRet/step_0', 'MetaTest/EpRet/step_1',
+                          'MetaTest/EpCost/step_0', 'MetaTest/EpCost/step_1', 'task_seed',
+                          'critics'}
+    assert saved['critics'] == 'fresh'
 
 
 def test_cli_train_on_standard_id(run_dir: str) -> None:
