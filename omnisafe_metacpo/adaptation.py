@@ -6,7 +6,10 @@ Everything that turns rollouts of one task into adapted parameters reads top to 
    policy, data constant):
    L_R(phi) = mean_t[ratio_t * A^R_t],  L_C(phi) = T * mean_t[ratio_t * A^C_t]  (T: episode length),
    so L_C(phi) - L_C(phi_k) estimates J_C(phi) - J_C(phi_k) in cost per episode, the unit of
-   b = J_C(phi_k) - h (OmniSafe's CPO leaves out the factor T and mixes the two scales);
+   b = J_C(phi_k) - h (OmniSafe's CPO leaves out the factor T and mixes the two scales). With
+   ``algo_cfgs.cost_measure: discounted`` J_C is the paper's discounted cost per episode and
+   L_C(phi) = W * sum_t w_t ratio_t A^C_t / sum_t w_t, with w_t = gamma^(t - episode start) and
+   W = (1 - gamma^T) / (1 - gamma) the weight of an episode (:mod:`omnisafe_metacpo.cost_measures`);
 2. g_k = dL_R/dphi and a_k = dL_C/dphi at phi_k, with ``create_graph`` during meta-training so that
    they stay functions of theta (the second-order terms of eq. 11);
 3. the differentiable CPO step x_k = step(g_k, a_k, b_k, delta) (``cpo_step``);
@@ -43,6 +46,7 @@ from typing import Any
 
 import torch
 
+from omnisafe_metacpo import cost_measures
 from omnisafe_metacpo.cpo_step import CPOCase, CPOStepError, cpo_step
 from omnisafe_metacpo.line_search import backtracking_line_search
 from omnisafe_metacpo.policy import FunctionalPolicy
@@ -71,7 +75,9 @@ def split_rollout(batch: Batch, block: int | None) -> tuple[Batch, Batch]:
         raise ValueError(f'algo_cfgs.inner_holdout_block = {block} leaves no held-out steps in a '
                          f'rollout of {batch.num_steps}: use fewer than the rollout\'s steps')
     held = (torch.arange(batch.num_steps, device=batch.obs.device) // block) % 2 == 1
-    fields = ('obs', 'act', 'logp', 'adv_r', 'adv_c', 'target_value_r', 'target_value_c')
+    fields = ['obs', 'act', 'logp', 'adv_r', 'adv_c', 'target_value_r', 'target_value_c']
+    if batch.disc_weights is not None:
+        fields.append('disc_weights')
     fit, out = (dataclasses.replace(batch, **{name: getattr(batch, name)[mask] for name in fields})
                 for mask in (~held, held))
     return fit, out
@@ -133,6 +139,10 @@ class InnerLearner:
         cfgs: ``algo_cfgs`` of MetaCPO / MetaTRPO.
         episode_length: T, which scales the cost surrogate to cost per episode.
         constrained: ``False`` drops the cost constraint (MetaTRPO).
+
+    ``cfgs.cost_measure`` (``episode``: OmniSafe's undiscounted cost per episode, or
+    ``discounted``: the paper's J_C with ``cfgs.cost_gamma``) is the scale of the constraint
+    b + a'x <= 0: of b = J_C(phi_k) - h and of the cost surrogate whose gradient is a.
     """
 
     def __init__(
@@ -146,6 +156,9 @@ class InnerLearner:
         self.cfgs = cfgs
         self.episode_length = episode_length
         self.constrained = constrained
+        self.cost_measure = cost_measures.check_measure(cfgs.get('cost_measure', 'episode'))
+        #: W, the weight of one episode under the discounted measure
+        self.discounted_episode = cost_measures.episode_weight(cfgs.cost_gamma, episode_length)
         #: 1 on the coordinates the inner steps move, 0 elsewhere; None: all (the paper)
         self.mask = policy.head_mask() if cfgs.get('inner_params', 'all') == 'head' else None
 
@@ -154,11 +167,18 @@ class InnerLearner:
         """(L_R, L_C) at ``phi`` on ``batch`` (importance-sampled, data constant)."""
         ratio = torch.exp(self.policy.log_prob(phi, batch.obs, batch.act) - batch.logp)
         loss_r = (ratio * batch.adv_r).mean()
-        loss_c = self.episode_length * (ratio * batch.adv_c).mean()
+        if self.cost_measure == 'discounted':
+            weights = batch.disc_weights
+            loss_c = self.discounted_episode * (weights * ratio * batch.adv_c).sum() / weights.sum()
+        else:
+            loss_c = self.episode_length * (ratio * batch.adv_c).mean()
         return loss_r, loss_c
 
     def cost_value(self, batch: Batch) -> float:
-        """J_C of the policy that collected ``batch``: its cost rate times the episode length."""
+        """J_C of the policy that collected ``batch`` on the scale of ``cost_measure``: its cost
+        rate times the episode length, or its discounted cost per episode."""
+        if self.cost_measure == 'discounted':
+            return batch.disc_cost
         return batch.cost_rate * self.episode_length
 
     # -- 2.-3. gradients and the differentiable step ----------------------------------------------

@@ -41,7 +41,7 @@ from omnisafe.common.normalizer import Normalizer
 
 from omnisafe_metacpo import compat, fast_normalizer, parallel
 from omnisafe_metacpo.policy import FunctionalPolicy
-from omnisafe_metacpo.rollout import Batch, rollout_noise
+from omnisafe_metacpo.rollout import Batch, disc_fields, rollout_noise
 from task_distributions import Task
 from task_distributions.lockstep import Lockstep
 
@@ -69,6 +69,7 @@ class BatchedRollout:
         obs_normalizer: Normalizer | None,
         action_space: Any,
         env_action_space: Any,
+        episode_length: int | None = None,
     ) -> None:
         self._env_id = env_id
         self._split = split
@@ -76,6 +77,7 @@ class BatchedRollout:
         self.obs_normalizer = obs_normalizer
         self._low = torch.as_tensor(action_space.low, dtype=torch.float32)
         self._high = torch.as_tensor(action_space.high, dtype=torch.float32)
+        self._episode_length = episode_length
         self._env_workers = algo_cfgs.get('env_workers')  # absent from stock configs: auto
         self._envs: Lockstep | None = None
         # OmniSafe's ActionScale(low=-1, high=1) maps the policy's range onto the env's.
@@ -123,6 +125,7 @@ class BatchedRollout:
         seeds: Sequence[int],
         progress: ProgressCallback | None = None,
         description: str = '',
+        deterministic: bool = False,
     ) -> list[Batch]:
         """Run policy i (parameters ``thetas[i]``) for ``steps`` steps in ``tasks[i]``.
 
@@ -138,6 +141,7 @@ class BatchedRollout:
             seeds: One seed per rollout (layouts and action noise).
             progress: Called after each lockstep with the number of env steps taken.
             description: Passed to ``progress``.
+            deterministic: Act with the mean action (an evaluation rollout): no noise.
         """
         count = len(tasks)
         envs = self._lockstep(count)
@@ -146,6 +150,8 @@ class BatchedRollout:
         actor = policy.stacked(torch.stack([theta.detach() for theta in thetas]))
         act_dim = int(self._low.shape[0])
         noise = torch.stack([rollout_noise(seed, steps, act_dim) for seed in seeds], dim=1)
+        if deterministic:
+            noise = torch.zeros_like(noise)
         # The per-step arithmetic is numpy on float32 arrays: elementwise + - * are rounded
         # as torch rounds them, and each torch call would cost more than the arithmetic. The
         # noise term std * noise is the same product computed for all steps at once.
@@ -250,6 +256,7 @@ class BatchedRollout:
             lengths.append(float(step + 1 - start))
             start = step + 1
         steps = int(obs.shape[0])
+        length = self._episode_length or steps
         return Batch(
             obs=obs,
             act=act,
@@ -263,6 +270,8 @@ class BatchedRollout:
             ep_returns=returns,
             ep_costs=ep_costs,
             ep_lengths=lengths,
+            **disc_fields(costs.astype(np.float64), [step for step, _ in ends],
+                          self._cfgs.cost_gamma, length),
         )
 
 

@@ -39,7 +39,12 @@ _ADDED_KEYS: dict[tuple[str, str], Any] = {
     ('algo_cfgs', 'inner_holdout_block'): None,
     ('algo_cfgs', 'inner_params'): 'all',
     ('algo_cfgs', 'meta_over_limit'): 'cpo',
+    ('algo_cfgs', 'cost_measure'): 'episode',
 }
+# Keys that change what is reported, not what is trained: they may differ on resume (a run saved
+# before the deterministic evaluation existed resumes with it; its older progress rows are left
+# empty in the new columns, see ``align_progress``).
+_REPORTING_KEYS: tuple[tuple[str, str], ...] = (('meta_test_cfgs', 'eval_episodes'),)
 
 
 def save(algo: Any, iteration: int, elapsed: float) -> None:
@@ -77,6 +82,10 @@ def load(run_dir: str, cfgs: Any) -> dict[str, Any]:
     for (section, key), before in _ADDED_KEYS.items():
         if isinstance(saved.get(section), dict) and key not in saved[section]:
             saved[section][key] = before
+    for section, key in _REPORTING_KEYS:
+        for config in (saved, current):
+            if isinstance(config.get(section), dict):
+                config[section].pop(key, None)
     different = [key for key in _MUST_MATCH if saved.get(key) != current.get(key)]
     if different:
         raise MetaConfigError(
@@ -107,6 +116,31 @@ def restore(algo: Any, state: dict[str, Any]) -> None:
     algo._consecutive_failures = int(state['consecutive_failures'])
     algo._start_iteration = int(state['iteration']) + 1
     algo._elapsed_before = float(state['elapsed'])
+
+
+def align_progress(run_dir: str, columns: list[str]) -> None:
+    """Give a resumed run's ``progress.csv`` the columns the logger now writes, in its order.
+
+    A run saved by an older version lacks the columns added since (e.g. ``Metrics/EpDiscCost``):
+    its rows keep their values under their names and the new columns are left empty in them, so
+    that the rows appended now line up with the header. A column the logger no longer writes is
+    an error: its values would be lost.
+    """
+    path = os.path.join(run_dir, 'progress.csv')
+    with open(path, encoding='utf-8', newline='') as file:
+        lines = list(csv.reader(file))
+    if not lines or lines[0] == columns:
+        return
+    header = lines[0]
+    dropped = sorted(set(header) - set(columns))
+    if dropped:
+        raise MetaConfigError(f'train_cfgs.resume = {run_dir!r}: progress.csv has columns this '
+                              f'version does not write: {dropped}')
+    rows = [dict(zip(header, line, strict=True)) for line in lines[1:]]
+    with open(path, 'w', encoding='utf-8', newline='') as file:
+        writer = csv.writer(file)
+        writer.writerow(columns)
+        writer.writerows([row.get(name, '') for name in columns] for row in rows)
 
 
 def _truncate_progress(path: str, rows: int) -> None:

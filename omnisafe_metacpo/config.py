@@ -15,6 +15,7 @@ METRICS = ('euclidean', 'fisher')
 SAMPLERS = ('batched', 'sequential')
 INNER_PARAMS = ('all', 'head')
 META_OVER_LIMIT = ('cpo', 'recover')
+COST_MEASURES = ('episode', 'discounted')
 
 
 class MetaConfigError(ValueError):
@@ -66,6 +67,10 @@ def validate_meta_config(cfgs: Any, env_id: str) -> None:
              algo.get('inner_params'), ' or '.join(INNER_PARAMS))
     _require(algo.get('meta_over_limit', 'cpo') in META_OVER_LIMIT, 'algo_cfgs.meta_over_limit',
              algo.get('meta_over_limit'), ' or '.join(META_OVER_LIMIT))
+    _require(algo.get('cost_measure', 'episode') in COST_MEASURES, 'algo_cfgs.cost_measure',
+             algo.get('cost_measure'), ' or '.join(COST_MEASURES))
+    _require(_number(algo.cost_gamma) and 0 < algo.cost_gamma <= 1, 'algo_cfgs.cost_gamma',
+             algo.cost_gamma, 'a number in (0, 1]')
     _require(algo.kl_bound is None or (_number(algo.kl_bound) and algo.kl_bound > 0),
              'algo_cfgs.kl_bound', algo.kl_bound, 'null or a finite number > 0')
     _require(algo.env_workers is None or (_int(algo.env_workers) and algo.env_workers >= 0),
@@ -126,6 +131,9 @@ def validate_meta_config(cfgs: Any, env_id: str) -> None:
              'meta_test_cfgs.rollout_steps', test.rollout_steps, 'an integer >= 1')
     _require(test.cost_limit is None or (_number(test.cost_limit) and test.cost_limit >= 0),
              'meta_test_cfgs.cost_limit', test.cost_limit, 'null or a finite number >= 0')
+    eval_episodes = test.get('eval_episodes', 0)
+    _require(_int(eval_episodes) and eval_episodes >= 0, 'meta_test_cfgs.eval_episodes',
+             eval_episodes, 'an integer >= 0 (0: no deterministic evaluation)')
     # both halves of every rollout non-empty (adaptation.split_rollout)
     block = algo.get('inner_holdout_block')
     shortest = min(algo.steps_per_epoch // (algo.num_tasks * (algo.inner_steps + 1)),

@@ -3,14 +3,25 @@
 From the meta-parameters theta, each test task is adapted with ``adapt_steps`` CPO steps (the same
 inner learner as in training, first order, cost limit ``meta_test_cfgs.cost_limit``), and the return
 and cost of the rollout before each step are logged: ``MetaTest/EpRet/step_0`` is theta itself,
-``step_k`` the policy after k adaptation steps. The test tasks are the same at every evaluation (a
-fixed seed), so curves over training compare like with like. Test rollouts are not training data:
-they update neither theta nor the critics, and they run on a copy of the observation normaliser.
+``step_k`` the policy after k adaptation steps. The test tasks are the same at every evaluation
+(a fixed seed), so curves over training compare like with like. Test rollouts are not training
+data: they update neither theta nor the critics, and they run on a copy of the observation
+normaliser.
+
+Costs are logged on both scales: ``MetaTest/EpCost/step_k`` is OmniSafe's undiscounted cost per
+episode, ``MetaTest/EpDiscCost/step_k`` the paper's discounted J_C (``algo_cfgs.cost_gamma``;
+:mod:`omnisafe_metacpo.cost_measures`).
+
+With ``meta_test_cfgs.eval_episodes`` > 0, the policy of every step k (0 .. K) is also evaluated
+as the paper's Figure 5 and OmniSafe's ``Evaluator`` do: that many episodes per task with the mean
+action, on seeds of their own (``MetaTest/Eval/EpRet/step_k``, ``.../EpCost/...``,
+``.../EpDiscCost/...``). Evaluation rollouts feed no adaptation step and leave the observation
+normaliser as they found it, so the adaptation numbers are the same with and without them.
 
 Standalone, on a saved run::
 
     python -m omnisafe_metacpo.meta_test RUN_DIR [--epoch N] [--num-tasks 5] [--cost-limit 5]
-        [--task-seed N] [--critics fresh|saved]
+        [--task-seed N] [--critics fresh|saved] [--eval-episodes 2]
 
 ``--critics saved`` adapts a Meta-CPO / Meta-TRPO run with the critics of its last checkpoint, as
 its inner steps were trained (and as its meta-tests during training did), instead of the fresh
@@ -33,7 +44,10 @@ import torch
 
 from omnisafe_metacpo.rollout import TaskRolloutAdapter, rollout_seed
 
-_TEST_TASKS, _TEST_ROLLOUT, _TEST_CONTROL = 11, 12, 13
+_TEST_TASKS, _TEST_ROLLOUT, _TEST_CONTROL, _TEST_EVAL = 11, 12, 13, 14
+#: What a meta-test reports per step, for the adaptation rollouts (``MetaTest/<name>/step_k``)
+#: and the deterministic evaluation (``MetaTest/Eval/<name>/step_k``).
+MEASURES = ('EpRet', 'EpCost', 'EpDiscCost')
 
 
 class MetaTester:
@@ -74,10 +88,17 @@ class MetaTester:
         limit = self._test.cost_limit
         return float(self._cfgs.algo_cfgs.cost_limit if limit is None else limit)
 
+    @property
+    def eval_episodes(self) -> int:
+        """Deterministic evaluation episodes per task and step (0: no evaluation)."""
+        return int(self._test.get('eval_episodes') or 0)
+
     def log_keys(self) -> list[str]:
         """The keys :meth:`run` stores."""
         steps = range(self._test.adapt_steps + 1)
-        return [f'MetaTest/{name}/step_{k}' for name in ('EpRet', 'EpCost') for k in steps]
+        prefixes = ['MetaTest'] + (['MetaTest/Eval'] if self.eval_episodes else [])
+        return [f'{prefix}/{name}/step_{k}' for prefix in prefixes for name in MEASURES
+                for k in steps]
 
     def due(self, iteration: int, epochs: int) -> bool:
         """Whether to meta-test after ``iteration`` (every ``freq`` and after the last)."""
@@ -117,6 +138,8 @@ class MetaTester:
         tasks = [env.sample_task() for _ in range(self._test.num_tasks)]
         returns = np.zeros((len(tasks), self._test.adapt_steps + 1))
         costs = np.zeros_like(returns)
+        disc_costs = np.zeros_like(returns)
+        evaluated = {name: np.zeros_like(returns) for name in MEASURES}
         length = self._learner.episode_length
         phis = [theta.detach()] * len(tasks)
         batched = self._cfgs.algo_cfgs.get('sampler', 'batched') == 'batched'
@@ -140,9 +163,12 @@ class MetaTester:
                     batched=batched,
                 )
                 env.obs_normalizer.load_state_dict(normalizer)
+            if self.eval_episodes:
+                self._evaluate(env, phis, actor_critic, tasks, k, evaluated)
             for index, batch in enumerate(batches):
                 returns[index, k] = batch.reward_rate * length
                 costs[index, k] = batch.cost_rate * length
+                disc_costs[index, k] = batch.disc_cost
                 if k < self._test.adapt_steps:
                     phi, record = self._learner.inner_step(phis[index], batch, self.cost_limit,
                                                            create_graph=False)
@@ -157,12 +183,48 @@ class MetaTester:
         for row in trace if trace is not None else ():
             row['cost_after'] = float(costs[row['task'], row['step'] + 1])
         results = {}
-        for k in range(self._test.adapt_steps + 1):
-            results[f'MetaTest/EpRet/step_{k}'] = float(returns[:, k].mean())
-            results[f'MetaTest/EpCost/step_{k}'] = float(costs[:, k].mean())
+        measured = {'EpRet': returns, 'EpCost': costs, 'EpDiscCost': disc_costs}
+        for prefix, values in (('MetaTest', measured), ('MetaTest/Eval', evaluated)):
+            if prefix == 'MetaTest/Eval' and not self.eval_episodes:
+                continue
+            for name in MEASURES:
+                for k in range(self._test.adapt_steps + 1):
+                    results[f'{prefix}/{name}/step_{k}'] = float(values[name][:, k].mean())
         if logger is not None:
             logger.store(results)
         return results
+
+
+    def _evaluate(  # pylint: disable=too-many-arguments
+        self,
+        env: TaskRolloutAdapter,
+        phis: list[torch.Tensor],
+        actor_critic: Any,
+        tasks: list[Any],
+        k: int,
+        evaluated: dict[str, np.ndarray],
+    ) -> None:
+        """Evaluate the policies of step k deterministically into column k of ``evaluated``.
+
+        ``eval_episodes`` whole episodes per task with the mean action, seeded apart from the
+        adaptation rollouts; the normaliser is restored afterwards, so that nothing of the
+        adaptation depends on the evaluation.
+        """
+        length = self._learner.episode_length
+        own = env.obs_normalizer
+        normalizer = None if own is None else copy.deepcopy(own.state_dict())
+        batches = env.collect_tasks(
+            self._learner.policy, phis, actor_critic, tasks, self.eval_episodes * length,
+            [rollout_seed(self._seed, _TEST_EVAL, index, k) for index in range(len(tasks))],
+            batched=self._cfgs.algo_cfgs.get('sampler', 'batched') == 'batched',
+            deterministic=True,
+        )
+        if own is not None:
+            own.load_state_dict(normalizer)
+        for index, batch in enumerate(batches):
+            evaluated['EpRet'][index, k] = float(np.mean(batch.ep_returns))
+            evaluated['EpCost'][index, k] = float(np.mean(batch.ep_costs))
+            evaluated['EpDiscCost'][index, k] = batch.disc_cost
 
 
 def meta_test_saved_run(
@@ -283,6 +345,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--adapt-steps', type=int, default=None)
     parser.add_argument('--rollout-steps', type=int, default=None)
     parser.add_argument('--cost-limit', type=float, default=None)
+    parser.add_argument('--eval-episodes', type=int, default=None,
+                        help='deterministic evaluation episodes per task and step (0: none)')
     parser.add_argument('--task-seed', type=int, default=None,
                         help="draw the test tasks from this seed (default: the run's seed)")
     parser.add_argument('--critics', choices=('fresh', 'saved'), default='fresh',
@@ -292,6 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {key: value for key, value in {
         'num_tasks': args.num_tasks, 'adapt_steps': args.adapt_steps,
         'rollout_steps': args.rollout_steps, 'cost_limit': args.cost_limit,
+        'eval_episodes': args.eval_episodes,
     }.items() if value is not None}
     results = meta_test_saved_run(args.run_dir, args.epoch, overrides, task_seed=args.task_seed,
                                   critics=args.critics)

@@ -23,7 +23,7 @@ from omnisafe.envs.core import Wrapper
 from omnisafe.models.actor_critic.constraint_actor_critic import ConstraintActorCritic
 from omnisafe.utils.config import Config
 
-from omnisafe_metacpo import fast_normalizer
+from omnisafe_metacpo import cost_measures, fast_normalizer
 from omnisafe_metacpo.envs import TaskDistributionEnv
 from omnisafe_metacpo.policy import FunctionalPolicy
 from task_distributions import Task
@@ -45,6 +45,13 @@ class Batch:
     ep_returns: list[float] = field(default_factory=list)
     ep_costs: list[float] = field(default_factory=list)
     ep_lengths: list[float] = field(default_factory=list)
+    #: The paper's discounted J_C per episode of this rollout (:func:`cost_measures.per_episode`
+    #: with ``algo_cfgs.cost_gamma``), beside OmniSafe's undiscounted ``cost_rate * T``.
+    disc_cost: float = float('nan')
+    #: gamma^(t - start of t's episode) per step (float32): the discounted cost surrogate's weights.
+    disc_weights: torch.Tensor | None = None
+    #: sum_t gamma^t c_t of each finished episode, from its start.
+    ep_disc_costs: list[float] = field(default_factory=list)
 
     @property
     def num_steps(self) -> int:
@@ -115,6 +122,7 @@ class TaskRolloutAdapter(OnPolicyAdapter):
         batched: bool = True,
         progress: Callable[[int, str], None] | None = None,
         description: str = '',
+        deterministic: bool = False,
     ) -> list[Batch]:
         """One rollout per task, policy i (flat parameters ``thetas[i]``) in ``tasks[i]``.
 
@@ -133,6 +141,8 @@ class TaskRolloutAdapter(OnPolicyAdapter):
             batched: Use the batched sampler.
             progress: ``progress(steps, description)`` after every lockstep / environment step.
             description: What is being sampled, for ``progress``.
+            deterministic: Act with the policy's mean action (an evaluation rollout) instead of
+                sampling around it.
         """
         critics = (actor_critic.reward_critic, actor_critic.cost_critic)
         if batched:
@@ -142,15 +152,16 @@ class TaskRolloutAdapter(OnPolicyAdapter):
             if self._batched is None:
                 self._batched = BatchedRollout(self._env_id, self._split, self._cfgs.algo_cfgs,
                                                self.obs_normalizer, self.action_space,
-                                               self._env_action_space)
+                                               self._env_action_space, self._episode_length)
             return self._batched.collect(policy, thetas, critics, tasks, steps, seeds,
-                                         progress, description)
+                                         progress, description, deterministic=deterministic)
         batches = []
         for theta, task, seed in zip(thetas, tasks, seeds, strict=True):
             # The policy is evaluated as the batched sampler evaluates it (a stack of one), so
             # that the two paths differ only in how environments, wrappers and buffers are run.
             actor = policy.stacked(theta.detach().unsqueeze(0))
-            batches.append(self.collect(actor, actor_critic, task, steps, seed))
+            batches.append(self.collect(actor, actor_critic, task, steps, seed,
+                                        deterministic=deterministic))
             if progress is not None:
                 progress(steps, description)
         return batches
@@ -169,6 +180,7 @@ class TaskRolloutAdapter(OnPolicyAdapter):
         task: Task,
         steps: int,
         seed: int,
+        deterministic: bool = False,
     ) -> Batch:
         """Run ``actor`` for ``steps`` environment steps in ``task`` and compute advantages.
 
@@ -184,8 +196,11 @@ class TaskRolloutAdapter(OnPolicyAdapter):
             task: The task every episode of this rollout runs in.
             steps: Number of environment steps.
             seed: Seed of the layouts and of the action noise.
+            deterministic: Act with the mean action (no noise).
         """
         noise = rollout_noise(seed, steps, self.action_space.shape[0])
+        if deterministic:
+            noise = torch.zeros_like(noise)
         self._env.set_task(task, hold=True)  # every episode of this rollout runs in ``task``
         obs, _ = self.reset(seed=seed)
         buffer = VectorOnPolicyBuffer(
@@ -206,6 +221,8 @@ class TaskRolloutAdapter(OnPolicyAdapter):
         ep_ret = ep_cost = ep_len = 0.0
         total_reward = total_cost = 0.0
         returns, costs, lengths = [], [], []
+        step_costs = np.zeros(steps, dtype=np.float64)
+        ends: list[int] = []
         for step in range(steps):
             dist = actor(obs)
             act = dist.mean + dist.stddev * noise[step]
@@ -216,6 +233,7 @@ class TaskRolloutAdapter(OnPolicyAdapter):
             raw_cost = float(info.get('original_cost', cost).sum())
             ep_ret, ep_cost, ep_len = ep_ret + raw_reward, ep_cost + raw_cost, ep_len + 1
             total_reward, total_cost = total_reward + raw_reward, total_cost + raw_cost
+            step_costs[step] = raw_cost
             buffer.store(obs=obs, act=act, reward=reward, cost=cost, value_r=value_r,
                          value_c=value_c, logp=logp)
             obs = next_obs
@@ -228,12 +246,14 @@ class TaskRolloutAdapter(OnPolicyAdapter):
                 last_obs = info['final_observation'] if time_out else obs
                 last_r, last_c = reward_critic(last_obs)[0], cost_critic(last_obs)[0]
             if done or time_out:
+                ends.append(step)
                 returns.append(ep_ret)
                 costs.append(ep_cost)
                 lengths.append(ep_len)
                 ep_ret = ep_cost = ep_len = 0.0
             buffer.finish_path(last_r.reshape(1), last_c.reshape(1), 0)
         data = buffer.get()
+        gamma = self._cfgs.algo_cfgs.cost_gamma
         return Batch(
             obs=data['obs'],
             act=data['act'],
@@ -247,7 +267,18 @@ class TaskRolloutAdapter(OnPolicyAdapter):
             ep_returns=returns,
             ep_costs=costs,
             ep_lengths=lengths,
+            **disc_fields(step_costs, ends, gamma, self._episode_length),
         )
+
+
+def disc_fields(costs: np.ndarray, ends: list[int], gamma: float, length: int) -> dict[str, Any]:
+    """The discounted-cost fields of a :class:`Batch` from its step costs and episode ends."""
+    weights = cost_measures.discount_weights(len(costs), ends, gamma)
+    return {
+        'disc_cost': cost_measures.per_episode(costs, ends, gamma, length),
+        'disc_weights': torch.from_numpy(weights.astype(np.float32)),
+        'ep_disc_costs': cost_measures.episode_sums(costs, ends, gamma),
+    }
 
 
 def rollout_noise(seed: int, steps: int, act_dim: int) -> torch.Tensor:

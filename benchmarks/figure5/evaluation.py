@@ -18,8 +18,9 @@ from typing import Any
 
 from omnisafe_metacpo.adaptation_rule import saved_epochs
 
-#: Bump when the adaptation rule changes in a way that invalidates cached meta-tests.
-RULE_VERSION = 'fresh-critics-1'
+#: Bump when the adaptation rule or what a meta-test reports changes (2: both cost scales and the
+#: deterministic evaluation), which invalidates cached meta-tests.
+RULE_VERSION = 'fresh-critics-2'
 
 CACHE_DIR = 'meta_test'
 

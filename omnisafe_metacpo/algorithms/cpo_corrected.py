@@ -7,6 +7,7 @@ import math
 import torch
 from omnisafe.algorithms import registry
 from omnisafe.algorithms.on_policy.second_order.cpo import CPO
+from omnisafe.envs.core import Wrapper
 from omnisafe.utils import distributed
 from omnisafe.utils.tools import (
     get_flat_gradients_from,
@@ -14,7 +15,11 @@ from omnisafe.utils.tools import (
     set_param_values_to_model,
 )
 
+from omnisafe_metacpo import cost_measures, disc_cost_log
 from omnisafe_metacpo.cpo_step import cg_solve, cpo_step
+
+#: ``algo_cfgs.cost_measure`` of CPOCorrected: stock CPO's mix of scales, or one of the measures.
+CPO_COST_MEASURES = ('omnisafe', *cost_measures.COST_MEASURES)
 
 #: What ``_update_actor`` logs about its step (stock CPO's keys, apart from the acceptance step).
 _STEP_KEYS = ('Loss/Loss_pi', 'Misc/Alpha', 'Misc/FinalStepNorm', 'Misc/xHx', 'Misc/H_inv_g',
@@ -77,9 +82,71 @@ class CPOCorrected(CPO):
       (``Misc/r`` is still ``g'H^-1 a``; ``Misc/Lambda_star``, ``Misc/Nu_star`` are the corrected
       multipliers, same meaning: ``g = lambda H x + nu a``).
 
+    **The scale of the constraint** (``algo_cfgs.cost_measure``, not in OmniSafe): ``omnisafe``
+    (the default) keeps stock CPO's units as described above. ``episode`` scales the cost
+    surrogate by the episode length T, so that a'x predicts the change of ``Metrics/EpCost``, the
+    unit of b. ``discounted`` takes b from the window mean of ``Metrics/EpDiscCost`` (the paper's
+    J_C, :mod:`omnisafe_metacpo.disc_cost_log`) and weights the surrogate's steps by
+    gamma^(t - episode start), scaled to the weight of an episode
+    (:mod:`omnisafe_metacpo.cost_measures`). The surrogate is the one the line search checks too.
+
     The stock ``CPO`` stays registered and unchanged: it is the algorithm as OmniSafe 0.5.0 ships
     it, defect included.
     """
+
+    def _init_env(self) -> None:
+        super()._init_env()
+        measure = self._cfgs.algo_cfgs.get('cost_measure', 'omnisafe')
+        if measure not in CPO_COST_MEASURES:
+            raise ValueError(f'algo_cfgs.cost_measure = {measure!r}: allowed values are '
+                             f'{", ".join(CPO_COST_MEASURES)}')
+        if measure == 'discounted':
+            if self._cfgs.train_cfgs.vector_env_nums != 1:
+                raise ValueError(f'train_cfgs.vector_env_nums = '
+                                 f'{self._cfgs.train_cfgs.vector_env_nums}: must be 1 with '
+                                 f'algo_cfgs.cost_measure = discounted')
+            if getattr(self._env, '_metacpo_gamma', None) is None:
+                raise ValueError(f'algo_cfgs.cost_measure = discounted needs an env id with a '
+                                 f'task distribution (the plug-in\'s envs), not {self._env_id!r}')
+            disc_cost_log.record_steps(self._env)
+        self._cost_measure = measure
+        self._cost_weights: torch.Tensor | None = None
+        env = self._env._env  # pylint: disable=protected-access
+        while isinstance(env, Wrapper):  # OmniSafe's wrappers answer None for max_episode_steps
+            env = env._env  # pylint: disable=protected-access
+        self._episode_length = int(env.max_episode_steps or 1000)
+        self._episode_weight = cost_measures.episode_weight(
+            float(self._cfgs.algo_cfgs.cost_gamma), self._episode_length)
+
+    def _update(self) -> None:
+        if self._cost_measure == 'discounted':
+            # gamma^(t - episode start) of the epoch's steps, in the order the buffer returns them
+            positions = disc_cost_log.take_steps(self._env).reshape(-1).to(torch.float64)
+            self._cost_weights = (self._cfgs.algo_cfgs.cost_gamma ** positions).to(torch.float32)
+        super()._update()
+
+    def _loss_pi_cost(
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        logp: torch.Tensor,
+        adv_c: torch.Tensor,
+    ) -> torch.Tensor:
+        """The cost surrogate on the scale of ``algo_cfgs.cost_measure`` (stock CPO's for
+        ``omnisafe``: the mean over steps of ratio * adv_c)."""
+        if self._cost_measure == 'omnisafe':
+            return super()._loss_pi_cost(obs, act, logp, adv_c)
+        self._actor_critic.actor(obs)
+        ratio = torch.exp(self._actor_critic.actor.log_prob(act) - logp)
+        if self._cost_measure == 'episode':
+            return self._episode_length * (ratio * adv_c).mean()
+        weights = self._cost_weights
+        return self._episode_weight * (weights * ratio * adv_c).sum() / weights.sum()
+
+    def _cost_value(self) -> float:
+        """J_C for b: the window mean of the measure's progress column."""
+        key = disc_cost_log.KEY if self._cost_measure == 'discounted' else 'Metrics/EpCost'
+        return self._logger.get_stats(key)[0]
 
     # pylint: disable-next=too-many-arguments,too-many-locals
     def _update_actor(
@@ -121,7 +188,7 @@ class CPOCorrected(CPO):
         loss_cost.backward()
         distributed.avg_grads(self._actor_critic.actor)
         b_grads = get_flat_gradients_from(self._actor_critic.actor)  # a
-        ep_costs = self._logger.get_stats('Metrics/EpCost')[0] - self._cfgs.algo_cfgs.cost_limit
+        ep_costs = self._cost_value() - self._cfgs.algo_cfgs.cost_limit
         if not math.isfinite(ep_costs):
             # No episode has finished yet (OmniSafe's window of Metrics/EpCost is empty): the
             # constraint cannot be evaluated. Stock CPO would go on with c = NaN; here the policy

@@ -31,7 +31,10 @@ from omnisafe_metacpo.rollout import Batch, TaskRolloutAdapter, rollout_seed
 
 _TASKS, _ROLLOUT, _CRITIC = 1, 2, 3  # streams of per-iteration seeds
 #: Columns of a task's summary row (``MetaCPO._task_summary``), then :data:`_STEP` per inner step.
-_SUMMARY = ('post_return', 'post_cost', 'post_length', 'pre_return', 'pre_cost', 'samples')
+#: ``*_cost``: OmniSafe's undiscounted cost per episode; ``*_disc_cost``: the paper's discounted
+#: J_C; ``post_value``: J_C(phi_K) on the scale of ``algo_cfgs.cost_measure`` (b of the meta step).
+_SUMMARY = ('post_return', 'post_cost', 'post_length', 'pre_return', 'pre_cost', 'samples',
+            'post_disc_cost', 'pre_disc_cost', 'post_value')
 _STEP = ('fraction', 'backtracks', 'case', 'fault', 'kl', 'predicted_cost_change', 'cost')
 #: Inner-step faults, coded by their index in a summary row.
 _FAULTS = (None, 'non_finite', 'solver')
@@ -147,6 +150,9 @@ class MetaCPO(CPO):
         self._meta_tester = MetaTester(self._cfgs, self._env_id, self._seed, self._learner)
         for key in self._log_keys():
             self._logger.register_key(key)
+        if state is not None:
+            # pylint: disable-next=protected-access
+            checkpoint.align_progress(resume_dir, list(self._logger._current_row))
         # What AlgoWrapper set from train_cfgs.torch_threads, which compat.patch_cli_defaults
         # capped to the usable cores (the stock CLI asks for 16 whatever the machine).
         self._logger.log(f'INFO: {torch.get_num_threads()} torch threads (train_cfgs.torch_threads,'
@@ -168,8 +174,9 @@ class MetaCPO(CPO):
         )
 
     def _log_keys(self) -> list[str]:
-        keys = ['Metrics/EpRet', 'Metrics/EpCost', 'Metrics/EpLen']
-        keys += ['MetaTrain/PreAdapt/EpRet', 'MetaTrain/PreAdapt/EpCost']
+        keys = ['Metrics/EpRet', 'Metrics/EpCost', 'Metrics/EpDiscCost', 'Metrics/EpLen']
+        keys += ['MetaTrain/PreAdapt/EpRet', 'MetaTrain/PreAdapt/EpCost',
+                 'MetaTrain/PreAdapt/EpDiscCost']
         keys += [f'MetaTrain/Inner/Case/{case.name}' for case in CPOCase]
         keys += ['MetaTrain/Inner/StepFraction', 'MetaTrain/Inner/Backtracks',
                  'MetaTrain/Inner/Rejected', *self._INNER_DIAGNOSTICS]
@@ -397,7 +404,8 @@ class MetaCPO(CPO):
             row = [post.reward_rate * length, post.cost_rate * length,
                    float(np.mean(post.ep_lengths)) if post.ep_lengths else float(post.num_steps),
                    pre.reward_rate * length, pre.cost_rate * length,
-                   float(sum(r.batch.num_steps for r in result.records) + post.num_steps)]
+                   float(sum(r.batch.num_steps for r in result.records) + post.num_steps),
+                   post.disc_cost, pre.disc_cost, self._learner.cost_value(post)]
             for record in result.records:
                 row += [record.fraction, record.backtracks, record.case,
                         _FAULTS.index(record.fault), record.kl, record.predicted_cost_change,
@@ -470,8 +478,8 @@ class MetaCPO(CPO):
         """
         cfgs = self._cfgs.algo_cfgs
         cost_limit = cfgs.cost_limit
-        # b_theta = mean_i J_C(phi_i^K) - h over all M tasks.
-        post_cost = float(np.mean(summary[:, _SUMMARY.index('post_cost')].tolist()))
+        # b_theta = mean_i J_C(phi_i^K) - h over all M tasks (J_C on the scale of cost_measure).
+        post_cost = float(np.mean(summary[:, _SUMMARY.index('post_value')].tolist()))
         b_theta = post_cost - cost_limit
         if not self.constrained:
             grad_g, b_theta = torch.zeros_like(grad_g), -1.0
@@ -636,8 +644,10 @@ class MetaCPO(CPO):
             'Metrics/EpRet': self._last_metrics[0],
             'Metrics/EpCost': self._last_metrics[1],
             'Metrics/EpLen': self._last_metrics[2],
+            'Metrics/EpDiscCost': mean('post_disc_cost'),
             'MetaTrain/PreAdapt/EpRet': mean('pre_return'),
             'MetaTrain/PreAdapt/EpCost': mean('pre_cost'),
+            'MetaTrain/PreAdapt/EpDiscCost': mean('pre_disc_cost'),
             'MetaTrain/Inner/StepFraction': float(np.mean(stats.fractions or [0.0])),
             'MetaTrain/Inner/Backtracks': float(np.mean(stats.backtracks or [0])),
             'MetaTrain/Inner/Rejected': stats.rejected,
@@ -657,15 +667,15 @@ class MetaCPO(CPO):
 
         Per inner step k of every task: the KL between pi_phi_k and pi_phi_k+1 on D_k's states,
         the cost change the surrogate predicted on D_k (L_C(phi_k+1) - L_C(phi_k)) and the change
-        measured by the next rollout (J_C(D_k+1) - J_C(D_k), cost per episode). Steps rejected
-        by a fault are left out.
+        measured by the next rollout (J_C(D_k+1) - J_C(D_k), cost per episode on the scale of
+        ``algo_cfgs.cost_measure``). Steps rejected by a fault are left out.
         """
         kls, predicted, measured = [], [], []
         column = self._step_column
         steps = range(self._cfgs.algo_cfgs.inner_steps)
         for row in summary.tolist():  # tasks in order
             costs = [row[column(k, 'cost')] for k in steps]
-            costs.append(row[_SUMMARY.index('post_cost')])
+            costs.append(row[_SUMMARY.index('post_value')])
             for k in steps:
                 if _FAULTS[int(row[column(k, 'fault')])] is None:
                     kls.append(row[column(k, 'kl')])

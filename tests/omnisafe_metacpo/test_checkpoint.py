@@ -18,8 +18,8 @@ def _cfgs(**algo_cfgs: object) -> dict:
     return {
         'algo': 'MetaCPO', 'env_id': 'MetaPointCircle-v0', 'seed': 0,
         'algo_cfgs': {'inner_delta': 0.01, 'inner_holdout_block': None, 'inner_params': 'all',
-                      'meta_over_limit': 'cpo', **algo_cfgs},
-        'model_cfgs': {}, 'meta_test_cfgs': {}, 'env_cfgs': {},
+                      'meta_over_limit': 'cpo', 'cost_measure': 'episode', **algo_cfgs},
+        'model_cfgs': {}, 'meta_test_cfgs': {'eval_episodes': 2}, 'env_cfgs': {},
         'train_cfgs': {'total_steps': 1000}, 'logger_cfgs': {'use_wandb': False},
     }
 
@@ -35,8 +35,9 @@ def _saved_run(run_dir: str, config: dict) -> str:
 def _older_version(config: dict) -> dict:
     """The config as a version before ``inner_holdout_block`` and later keys existed saved it."""
     older = copy.deepcopy(config)
-    for key in ('inner_holdout_block', 'inner_params', 'meta_over_limit'):
+    for key in ('inner_holdout_block', 'inner_params', 'meta_over_limit', 'cost_measure'):
         del older['algo_cfgs'][key]
+    del older['meta_test_cfgs']['eval_episodes']
     return older
 
 
@@ -48,7 +49,8 @@ def test_a_run_saved_before_a_key_existed_resumes_at_its_neutral_value(run_dir: 
 
 
 @pytest.mark.parametrize('change', [{'inner_holdout_block': 500}, {'inner_params': 'head'},
-                                    {'meta_over_limit': 'recover'}])
+                                    {'meta_over_limit': 'recover'},
+                                    {'cost_measure': 'discounted'}])
 def test_a_run_saved_before_a_key_existed_refuses_another_value_of_it(
         run_dir: str, change: dict) -> None:
     run = _saved_run(run_dir, _older_version(_cfgs()))

@@ -48,6 +48,8 @@ def test_learn_logs_evaluate_and_meta_test(run_dir: str, algo: str) -> None:
     assert len(rows) == 2
     assert [float(r['TotalEnvSteps']) for r in rows] == [400.0, 800.0]
     for key in ('MetaTest/EpRet/step_0', 'MetaTest/EpCost/step_1', 'Meta/StepFraction',
+                'Metrics/EpDiscCost', 'MetaTrain/PreAdapt/EpDiscCost', 'MetaTest/EpDiscCost/step_1',
+                'MetaTest/Eval/EpRet/step_0', 'MetaTest/Eval/EpDiscCost/step_1',
                 'MetaTrain/PreAdapt/EpRet', 'Time/Rollout', 'Time/MetaGrad', 'Faults/NonFinite',
                 'MetaTrain/Inner/KL', 'MetaTrain/Inner/PredictedCostChange',
                 'MetaTrain/Inner/MeasuredCostChange'):
@@ -76,9 +78,11 @@ def test_learn_logs_evaluate_and_meta_test(run_dir: str, algo: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     with open(os.path.join(log_dir, 'meta_test.json'), encoding='utf-8') as file:
         saved = json.load(file)
-    assert set(saved) == {'MetaTest/EpRet/step_0', 'MetaTest/EpRet/step_1',
-                          'MetaTest/EpCost/step_0', 'MetaTest/EpCost/step_1', 'task_seed',
-                          'critics'}
+    # both cost scales, for the adaptation rollouts and the deterministic evaluation
+    # (meta_test_cfgs.eval_episodes: MetaCPO.yaml's 2)
+    assert set(saved) == {f'{prefix}/{name}/step_{k}' for prefix in ('MetaTest', 'MetaTest/Eval')
+                          for name in ('EpRet', 'EpCost', 'EpDiscCost') for k in (0, 1)} | {
+                              'task_seed', 'critics'}
     assert saved['critics'] == 'fresh'
 
 

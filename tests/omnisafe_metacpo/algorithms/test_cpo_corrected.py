@@ -48,7 +48,7 @@ def test_registered_as_an_on_policy_algorithm_of_omnisafe() -> None:
     assert issubclass(CPOCorrected, CPO) and registry.get('CPO') is CPO  # stock CPO untouched
 
 
-def test_yaml_is_omnisafe_cpo_defaults_plus_env_cfgs() -> None:
+def test_yaml_is_omnisafe_cpo_defaults_plus_env_cfgs_and_cost_measure() -> None:
     import omnisafe.utils.config as omnisafe_config
 
     stock_path = os.path.join(os.path.dirname(omnisafe_config.__file__), '..', 'configs',
@@ -58,6 +58,8 @@ def test_yaml_is_omnisafe_cpo_defaults_plus_env_cfgs() -> None:
     with open(os.path.join(configs_dir(), 'CPOCorrected.yaml'), encoding='utf-8') as file:
         ours = yaml.safe_load(file)['defaults']
     assert ours.pop('env_cfgs') == {}
+    # the one key of its own, whose default keeps stock CPO's scales
+    assert ours['algo_cfgs'].pop('cost_measure') == 'omnisafe'
     assert ours == stock
 
 

@@ -37,7 +37,8 @@ def test_preset_is_metacpo_with_the_papers_values(env_id: str) -> None:
     with open(os.path.join(integration.configs_dir(), 'MetaCPOPaper.yaml'),
               encoding='utf-8') as file:
         own = _flat(yaml.safe_load(file)['defaults'])
-    assert own == {'algo_cfgs:kl_bound': None, 'algo_cfgs:steps_per_epoch': 30000}
+    assert own == {'algo_cfgs:kl_bound': None, 'algo_cfgs:steps_per_epoch': 30000,
+                   'algo_cfgs:cost_measure': 'discounted'}
     button = 'Button' in env_id  # the env section (60,000: 2,000-step rollouts) wins for both
     for key, value in paper.items():
         expected = ours[key] if button and key == 'algo_cfgs:steps_per_epoch' else own.get(
