@@ -28,6 +28,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help='seconds between progress lines (default: 60)')
     parser.add_argument('--envs', nargs='+', default=None,
                         help="only these env ids' grids (default: all of the budget)")
+    parser.add_argument('--algos', nargs='+', default=None,
+                        help="only these algorithms' runs (default: all of the budget); e.g. the "
+                             'meta-learners first, the rest in a later call')
     parser.add_argument('--estimate', action='store_true',
                         help='print the jobs and the estimated time, run nothing')
     return parser.parse_args(argv)
@@ -58,6 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         # reuses these runs.
         budget.grids = {name: grid for name, grid in budget.grids.items()
                         if all(variant['env_id'] in args.envs for variant in grid.variants())}
+    if args.algos:
+        unknown = sorted(set(args.algos) - set(budget.algos()))
+        if unknown:
+            raise SystemExit(f'--algos {" ".join(unknown)}: not in budget {budget.name} '
+                             f'(its algorithms: {", ".join(budget.algos())})')
+        budget.grids = {name: grid for name, grid in budget.grids.items()
+                        if all(variant['algo'] in args.algos for variant in grid.variants())}
     runs_dir = os.path.abspath(args.runs_dir or os.path.join('runs', f'figure5_{budget.name}'))
     results_dir = os.path.abspath(args.results_dir or os.path.join(
         'benchmarks', 'results', f'figure5_{budget.name}'))

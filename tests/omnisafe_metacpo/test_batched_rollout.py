@@ -192,3 +192,46 @@ def test_environments_in_a_helper_process_give_the_same_rollouts(run_dir: str) -
 def test_env_workers_is_validated(run_dir: str, value: object) -> None:
     with pytest.raises(MetaConfigError, match=r'algo_cfgs\.env_workers'):
         _algo(run_dir, env_workers=value)
+
+
+def test_both_samplers_give_the_same_discounted_costs(run_dir: str) -> None:
+    """J_C (the paper's discounted cost per episode) and its weights, equal from either sampler;
+    with whole episodes it is the mean of the episodes' discounted sums."""
+    from omnisafe_metacpo import cost_measures
+
+    algo = _algo(run_dir, obs_normalize=False)
+    env, actor_critic = algo._env, algo._actor_critic
+    tasks = [env.sample_task() for _ in range(2)]
+    thetas, seeds = _thetas(algo, 2), [21, 22]
+    batched = env.collect_tasks(algo._policy, thetas, actor_critic, tasks, 1000, seeds)
+    sequential = env.collect_tasks(algo._policy, thetas, actor_critic, tasks, 1000, seeds,
+                                   batched=False)
+    gamma = algo._cfgs.algo_cfgs.cost_gamma
+    weights = cost_measures.discount_weights(1000, [499, 999], gamma).astype(np.float32)
+    for fast, slow in zip(batched, sequential, strict=True):
+        assert fast.disc_cost == pytest.approx(slow.disc_cost, rel=1e-12)
+        assert fast.ep_disc_costs == pytest.approx(slow.ep_disc_costs, rel=1e-12)
+        assert torch.equal(fast.disc_weights, slow.disc_weights)
+        assert torch.equal(fast.disc_weights, torch.from_numpy(weights))
+        assert len(fast.ep_disc_costs) == 2  # two whole episodes of 500 steps
+        assert fast.disc_cost == pytest.approx(np.mean(fast.ep_disc_costs))
+        # each episode's discounted sum is at most its undiscounted one
+        assert all(d <= c + 1e-9 for d, c in zip(fast.ep_disc_costs, fast.ep_costs, strict=True))
+    assert any(batch.disc_cost > 0 for batch in batched)  # the policies do leave the circle
+
+
+@pytest.mark.parametrize('batched', [True, False])
+def test_a_deterministic_rollout_takes_the_mean_action(run_dir: str, batched: bool) -> None:
+    algo = _algo(run_dir, obs_normalize=False)
+    env, actor_critic = algo._env, algo._actor_critic
+    tasks = [env.sample_task()]
+    thetas = _thetas(algo, 1)
+    (batch,) = env.collect_tasks(algo._policy, thetas, actor_critic, tasks, 300, [5],
+                                 batched=batched, deterministic=True)
+    # the sampler evaluates the stack of one policy on one observation per step
+    actor = algo._policy.stacked(thetas[0].unsqueeze(0))
+    mean = torch.cat([actor.mean(row.unsqueeze(0)) for row in batch.obs])
+    assert torch.equal(batch.act, mean.reshape(batch.act.shape))
+    (noisy,) = env.collect_tasks(algo._policy, thetas, actor_critic, tasks, 300, [5],
+                                 batched=batched)
+    assert not torch.equal(noisy.act, batch.act)
