@@ -5,7 +5,9 @@
 * :class:`TaskWrapper` -- applies a task to a safety-gymnasium env and redraws it every
   ``episodes_per_task`` episodes; :func:`make_env` -- builds one for any supported env id.
 * ``MetaPointCircle-v0``, ``MetaCarCircleHazard-v0``, ``MetaPointButton-v0`` -- the paper's
-  environments (observation sizes 28 / 56 / 60), registered with safety-gymnasium.
+  environments (observation sizes 28 / 56 / 60), registered with safety-gymnasium; the same with
+  ``Authors`` before ``-v0`` run the task settings of the authors' code
+  (``configs/task_distributions_authors.yaml``, ``docs/task_settings.md``).
 
 Names are exported lazily: importing this package imports nothing heavy (the start-up hook imports
 ``task_distributions.registration`` while safety-gymnasium is being imported).

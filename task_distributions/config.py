@@ -1,10 +1,17 @@
 """Reading ``configs/task_distributions.yaml``: distributions and the env id -> distribution map.
 
-The file is looked up, in order, at ``configs/task_distributions.yaml`` next to this package (a
-source checkout or an editable install) and inside the installed wheel
-(``omnisafe_metacpo/_configs/``, where ``pyproject.toml`` puts ``configs/``). A user file named by
-the environment variable ``TASK_DISTRIBUTIONS_CONFIG`` is read after it: its distributions and env
-entries are added to (or replace) the defaults, so a new distribution needs no code.
+The defaults are two files of one directory, looked up, in order, at ``configs/`` next to this
+package (a source checkout or an editable install) and inside the installed wheel
+(``omnisafe_metacpo/_configs/``, where ``pyproject.toml`` puts ``configs/``):
+
+* ``task_distributions.yaml`` -- Table 1 of the paper and the ids that use it (the default);
+* ``task_distributions_authors.yaml`` -- the task settings of the authors' public code, under ids
+  of their own (``MetaCarCircleHazardAuthors-v0``, ...), so that choosing them is choosing an env
+  id. It is read second and only adds entries.
+
+A user file named by the environment variable ``TASK_DISTRIBUTIONS_CONFIG`` is read after them: its
+distributions and env entries are added to (or replace) the defaults, so a new distribution needs
+no code.
 
 This module imports neither safety-gymnasium nor torch: registration runs it while
 ``safety_gymnasium`` is being imported.
@@ -28,6 +35,10 @@ from task_distributions.errors import TaskDistributionError, UnknownEnvIdError
 #: Environment variable naming an extra YAML file read after the defaults.
 CONFIG_ENV_VAR = 'TASK_DISTRIBUTIONS_CONFIG'
 CONFIG_NAME = 'task_distributions.yaml'
+#: The authors' task settings (read after ``CONFIG_NAME``, from the same directory).
+AUTHORS_CONFIG_NAME = 'task_distributions_authors.yaml'
+#: The default files, in the order they are read.
+DEFAULT_CONFIG_NAMES: tuple[str, ...] = (CONFIG_NAME, AUTHORS_CONFIG_NAME)
 _ENV_KEYS = frozenset({'distribution', 'task', 'agent', 'max_episode_steps', 'base_env'})
 _NEW_ENV_KEYS = ('task', 'agent', 'max_episode_steps')
 AGENTS = ('Point', 'Car', 'Doggo', 'Racecar', 'Ant')
@@ -92,21 +103,34 @@ class TaskConfig:
         return self.envs[env_id]
 
 
+def default_config_dir() -> Path | None:
+    """The directory holding the default YAML files: ``configs/`` or the wheel's ``_configs/``."""
+    source = Path(__file__).resolve().parent.parent / 'configs'
+    if (source / CONFIG_NAME).is_file():
+        return source
+    # Installed from a wheel: pyproject.toml force-includes configs/ as
+    # omnisafe_metacpo/_configs (find_spec locates the package without importing it).
+    spec = importlib.util.find_spec('omnisafe_metacpo')
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / '_configs'
+        if (candidate / CONFIG_NAME).is_file():
+            return candidate
+    return None
+
+
 def default_config_paths() -> list[Path]:
-    """The YAML files read, in order (defaults first, then the user's file if set)."""
+    """The YAML files read, in order: the defaults, then the user's file.
+
+    The defaults are ``DEFAULT_CONFIG_NAMES`` (Table 1, then the authors' settings) in
+    :func:`default_config_dir`; the user's file is ``TASK_DISTRIBUTIONS_CONFIG`` if set.
+    """
     paths: list[Path] = []
-    source = Path(__file__).resolve().parent.parent / 'configs' / CONFIG_NAME
-    if source.is_file():
-        paths.append(source)
-    else:
-        # Installed from a wheel: pyproject.toml force-includes configs/ as
-        # omnisafe_metacpo/_configs (find_spec locates the package without importing it).
-        spec = importlib.util.find_spec('omnisafe_metacpo')
-        for location in (spec.submodule_search_locations or []) if spec else []:
-            candidate = Path(location) / '_configs' / CONFIG_NAME
-            if candidate.is_file():
-                paths.append(candidate)
-                break
+    directory = default_config_dir()
+    if directory is not None:
+        # The authors' file is optional: a trimmed copy of configs/ with Table 1 alone still works.
+        paths.extend(
+            directory / name for name in DEFAULT_CONFIG_NAMES if (directory / name).is_file()
+        )
     user = os.environ.get(CONFIG_ENV_VAR)
     if user:
         paths.append(Path(user))

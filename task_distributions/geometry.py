@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from task_distributions.distribution import TaskDistribution
@@ -19,7 +20,13 @@ from task_distributions.task import Task
 
 #: Kind of object each count parameter sets, and the geometry parameters' owners.
 COUNT_KINDS: dict[str, str] = {'hazards': 'hazards', 'buttons': 'buttons'}
-NEEDS: dict[str, str] = {'radius': 'circle', 'wall_scale': 'sigwalls'}
+NEEDS: dict[str, str] = {
+    'radius': 'circle',
+    'wall_scale': 'sigwalls',
+    'hazard_size': 'hazards',
+    'hazard_keepout': 'hazards',
+    'hazard_range': 'hazards',
+}
 
 #: Largest share of the placement square that the objects' keepout disks may cover. Measured with
 #: safety-gymnasium's own sampler (``RandomGenerator.sample_layout``, equal disks of keepout 0.3 in
@@ -46,13 +53,42 @@ def check_distribution(base_task: Any, distribution: TaskDistribution, split: st
     _check(base_task, bounds, f'distribution {distribution.name!r}, split {split!r}')
 
 
-def check_task(base_task: Any, task: Task) -> None:
-    """Check that ``task`` can be built in ``base_task``'s env (see :func:`check_distribution`)."""
+def check_task(base_task: Any, task: Task, defaults: Any = None) -> None:
+    """Check that ``task`` can be built in ``base_task``'s env (see :func:`check_distribution`).
+
+    Args:
+        base_task: The env's safety-gymnasium task.
+        task: The task.
+        defaults: The env's own values (``wrapper._Defaults``) that the task's unset hazard
+            parameters get back when it is applied; ``None`` reads the current ones. After a
+            task has been applied the current ones are that task's, not what this task will run
+            with.
+    """
     bounds = {name: (value, value) for name, value in task.as_dict().items()}
-    _check(base_task, bounds, str(task))
+    _check(base_task, bounds, str(task), defaults)
 
 
-def _check(base_task: Any, bounds: Mapping[str, tuple[float, float]], where: str) -> None:
+@dataclass(frozen=True)
+class _HazardsFallback:
+    """The hazards' size, keepout and placements where a task does not set them."""
+
+    size: float
+    keepout: float
+    placements: Any
+
+    @classmethod
+    def of(cls, hazards: Any, defaults: Any) -> _HazardsFallback:
+        if defaults is not None and defaults.hazard_size is not None:
+            return cls(defaults.hazard_size, defaults.hazard_keepout, defaults.hazard_placements)
+        return cls(hazards.size, hazards.keepout, hazards.placements)
+
+
+def _check(
+    base_task: Any,
+    bounds: Mapping[str, tuple[float, float]],
+    where: str,
+    defaults: Any = None,
+) -> None:
     task_name = type(base_task).__name__
     kinds = sorted(obstacle.name for obstacle in base_task._obstacles)
     for name in bounds:
@@ -62,10 +98,13 @@ def _check(base_task: Any, bounds: Mapping[str, tuple[float, float]], where: str
                 f'{where}: parameter {name!r} needs {kind} in the env, but task {task_name} has '
                 f'only {kinds}; choose an env with {kind} or drop {name!r}',
             )
+    hazards = getattr(base_task, 'hazards', None)
+    fallback = _HazardsFallback.of(hazards, defaults) if hazards is not None else None
     _check_counts(base_task, bounds, where)
     _check_walls(base_task, bounds, where)
-    _check_placements(base_task, bounds, where)
-    _check_start_outside_hazards(base_task, where)
+    _check_placements(base_task, bounds, where, fallback)
+    _check_hazard_square(base_task, bounds, where, fallback)
+    _check_start_outside_hazards(base_task, bounds, where, fallback)
 
 
 def _check_counts(base_task: Any, bounds: Mapping[str, tuple[float, float]], where: str) -> None:
@@ -135,6 +174,7 @@ def _check_placements(
     base_task: Any,
     bounds: Mapping[str, tuple[float, float]],
     where: str,
+    fallback: _HazardsFallback | None,
 ) -> None:
     half_width, largest = _spawn_half_widths(base_task, bounds)
     floor = float(base_task.floor_conf.size[0])
@@ -151,12 +191,12 @@ def _check_placements(
     if agent.placements is None and not agent.locations and 'start_range' not in bounds:
         placed.append(('agent', 1, float(agent.keepout)))
     for obstacle in base_task._obstacles:
-        if getattr(obstacle, 'placements', None) is not None:
-            continue
+        if _has_own_square(obstacle, bounds, fallback):
+            continue  # placed in a square of its own (hazards: see _check_hazard_square)
         count = int(bounds[obstacle.name][1]) if obstacle.name in bounds else _count(obstacle)
         count -= len(getattr(obstacle, 'locations', None) or [])
         if count > 0:
-            placed.append((obstacle.name, count, float(obstacle.keepout)))
+            placed.append((obstacle.name, count, _keepout(obstacle, bounds, fallback)))
     if not placed:
         return
     for name, _, keepout in placed:
@@ -182,15 +222,96 @@ def _count(obstacle: Any) -> int:
     return int(getattr(obstacle, 'num', 1))
 
 
-def _check_start_outside_hazards(base_task: Any, where: str) -> None:
-    """The start is outside every hazard iff keepouts keep the agent beyond the hazard's radius."""
+def _has_own_square(
+    obstacle: Any,
+    bounds: Mapping[str, tuple[float, float]],
+    fallback: _HazardsFallback | None,
+) -> bool:
+    """Whether ``obstacle`` is placed in placements of its own rather than the spawn square."""
+    if obstacle.name == 'hazards' and fallback is not None:
+        return 'hazard_range' in bounds or fallback.placements is not None
+    return getattr(obstacle, 'placements', None) is not None
+
+
+def _keepout(
+    obstacle: Any,
+    bounds: Mapping[str, tuple[float, float]],
+    fallback: _HazardsFallback | None,
+) -> float:
+    """Largest keepout ``obstacle`` can have (the crowding worst case)."""
+    if obstacle.name == 'hazards' and fallback is not None:
+        if 'hazard_keepout' in bounds:
+            return float(bounds['hazard_keepout'][1])
+        return float(fallback.keepout)
+    return float(obstacle.keepout)
+
+
+def _check_hazard_square(
+    base_task: Any,
+    bounds: Mapping[str, tuple[float, float]],
+    where: str,
+    fallback: _HazardsFallback | None,
+) -> None:
+    """Hazards in a square of their own (``hazard_range``) fit in it.
+
+    safety-gymnasium shrinks a placement square by the object's keepout and fails with "Failed to
+    find any placements with satisfy keepout" when nothing is left; a crowded square stalls its
+    rejection sampling as the spawn square does (``MAX_PLACEMENT_DENSITY``).
+    """
+    hazards = getattr(base_task, 'hazards', None)
+    if hazards is None or 'hazard_range' not in bounds:
+        return
+    smallest, largest = bounds['hazard_range']
+    floor = float(base_task.floor_conf.size[0])
+    if largest > floor:
+        raise TaskDistributionError(
+            f'{where}: hazard_range {largest:.4g} reaches beyond the floor (half-size {floor}); '
+            f'allowed hazard_range <= {floor}',
+        )
+    keepout = _keepout(hazards, bounds, fallback)
+    margin = float(base_task.placements_conf.margin or 0.0)
+    if smallest <= keepout:
+        raise TaskDistributionError(
+            f'{where}: hazard_range {smallest:.4g} <= hazard keepout {keepout:.4g}: no hazard '
+            'centre fits in the square (safety-gymnasium places centres within +-(range - '
+            f'keepout)); allowed hazard_range > {keepout:.4g}',
+        )
+    count = int(bounds['hazards'][1]) if 'hazards' in bounds else _count(hazards)
+    count -= len(hazards.locations or [])
+    covered = count * math.pi * (keepout + margin / 2) ** 2
+    density = covered / (2 * smallest) ** 2
+    if density > MAX_PLACEMENT_DENSITY:
+        needed = math.sqrt(covered / MAX_PLACEMENT_DENSITY) / 2
+        raise TaskDistributionError(
+            f'{where}: {count} hazards (keepout {keepout:.4g}) do not fit in hazard_range '
+            f'{smallest:.4g}: their keepout disks cover {density:.0%} of the square, allowed <= '
+            f"{MAX_PLACEMENT_DENSITY:.0%} (above it safety-gymnasium's rejection sampling stalls "
+            f'or fails); use hazard_range >= {needed:.3g}, fewer hazards or a smaller keepout',
+        )
+
+
+def _check_start_outside_hazards(
+    base_task: Any,
+    bounds: Mapping[str, tuple[float, float]],
+    where: str,
+    fallback: _HazardsFallback | None,
+) -> None:
+    """The start is outside every hazard iff keepouts keep the agent beyond the hazard's radius.
+
+    The layout sampler keeps a hazard's centre at least ``hazard keepout + agent keepout +
+    margin`` from the agent; a hazard costs within ``hazard_size``. The worst case is the
+    smallest keepout with the largest size.
+    """
     hazards = getattr(base_task, 'hazards', None)
     if hazards is None or not hazards.is_constrained:
         return
-    distance = hazards.keepout + base_task.agent.keepout + float(base_task.placements_conf.margin)
-    if distance <= hazards.size:
+    keepout = bounds['hazard_keepout'][0] if 'hazard_keepout' in bounds else fallback.keepout
+    size = bounds['hazard_size'][1] if 'hazard_size' in bounds else fallback.size
+    distance = keepout + base_task.agent.keepout + float(base_task.placements_conf.margin)
+    if distance <= size:
         raise TaskDistributionError(
-            f'{where}: hazards keepout {hazards.keepout} + agent keepout '
-            f'{base_task.agent.keepout} <= hazard size {hazards.size}: the agent could start '
-            'inside a hazard ("World has starting cost!")',
+            f'{where}: hazard keepout {keepout:.4g} + agent keepout {base_task.agent.keepout} '
+            f'<= hazard size {size:.4g}: the agent could start inside a hazard ("World has '
+            f'starting cost!"); allowed hazard_keepout > {size - distance + keepout:.4g} or '
+            f'hazard_size < {distance:.4g}',
         )

@@ -18,12 +18,26 @@ PARAMETER_DOCS: dict[str, str] = {
     'buttons': 'number of buttons n_b',
     'spawn_range': 'half-width r_s of the square in which objects are placed',
     'start_range': "half-width of the agent's start square (Circle tasks)",
+    # Added after the Table 1 parameters: the draw order is this dict's order, so appending keeps
+    # every existing distribution's seeded task stream unchanged.
+    'hazard_size': (
+        'hazard radius: a step with the agent this close to a hazard centre costs (stock 0.2)'
+    ),
+    'hazard_keepout': (
+        "keepout radius of each hazard when a layout is drawn: no other object's keepout disk "
+        'may overlap it, and its centre stays this far inside its placement square'
+    ),
+    'hazard_range': (
+        'half-width of the square in which hazards are placed (their own square; without it '
+        'they share the spawn square)'
+    ),
 }
 #: Parameters that are counts: drawn as integers, bounds inclusive.
 INTEGER_PARAMETERS: frozenset[str] = frozenset({'hazards', 'buttons'})
 #: Parameters that must be strictly positive (a zero radius or range is no world).
 POSITIVE_PARAMETERS: frozenset[str] = frozenset(
-    {'radius', 'wall_scale', 'spawn_range', 'start_range'},
+    {'radius', 'wall_scale', 'spawn_range', 'start_range', 'hazard_size', 'hazard_keepout',
+     'hazard_range'},
 )
 
 
@@ -39,6 +53,11 @@ class Task:
         spawn_range: Half-width of the square in which objects are placed.
         start_range: Half-width of the agent's start square (Circle tasks, whose agent does not
             start anywhere in the spawn range).
+        hazard_size: Hazard radius (safety-gymnasium's ``Hazards.size``): the drawn disc and the
+            distance within which a step costs.
+        hazard_keepout: Keepout radius of each hazard in layout sampling (``Hazards.keepout``).
+        hazard_range: Half-width of the square in which hazards are placed
+            (``Hazards.placements``); ``None`` places them in the spawn square.
     """
 
     radius: float | None = None
@@ -47,6 +66,9 @@ class Task:
     buttons: int | None = None
     spawn_range: float | None = None
     start_range: float | None = None
+    hazard_size: float | None = None
+    hazard_keepout: float | None = None
+    hazard_range: float | None = None
 
     def __post_init__(self) -> None:
         # Values arrive from YAML, numpy samplers and users: normalise them to plain Python numbers

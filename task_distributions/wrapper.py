@@ -26,6 +26,9 @@ class _Defaults:
     buttons: int | None
     extents: tuple[float, ...]
     agent_placements: list[tuple[float, ...]] | None
+    hazard_size: float | None = None
+    hazard_keepout: float | None = None
+    hazard_placements: list[tuple[float, ...]] | None = None
 
     @classmethod
     def of(cls, base_task: Any) -> _Defaults:
@@ -34,6 +37,7 @@ class _Defaults:
         hazards = getattr(base_task, 'hazards', None)
         buttons = getattr(base_task, 'buttons', None)
         placements = base_task.agent.placements
+        hazard_placements = hazards.placements if hazards is not None else None
         return cls(
             radius=circle.radius if circle is not None else None,
             locate_factor=sigwalls.locate_factor if sigwalls is not None else None,
@@ -41,6 +45,9 @@ class _Defaults:
             buttons=buttons.num if buttons is not None else None,
             extents=tuple(base_task.placements_conf.extents),
             agent_placements=list(placements) if placements is not None else None,
+            hazard_size=hazards.size if hazards is not None else None,
+            hazard_keepout=hazards.keepout if hazards is not None else None,
+            hazard_placements=list(hazard_placements) if hazard_placements is not None else None,
         )
 
 
@@ -55,7 +62,13 @@ def apply_task(base_task: Any, task: Task, defaults: _Defaults) -> None:
       it only in ``Sigwalls.__post_init__``, so that is re-run (it only recomputes them);
     * hazards / buttons -> ``num`` of the kind;
     * spawn_range -> ``placements_conf.extents = (-r, -r, r, r)``;
-    * start_range -> ``agent.placements = [(-a, -a, a, a)]``.
+    * start_range -> ``agent.placements = [(-a, -a, a, a)]``;
+    * hazard_size -> ``hazards.size``: the hazards' geoms in the rebuilt XML
+      (``Hazards.get_config``) and the cost (``Hazards.cal_cost``, and the fast step's copy of
+      it, read the attribute at every step) both use it: the drawn disc is the costly disc;
+    * hazard_keepout -> ``hazards.keepout`` (read when the placements dict is built);
+    * hazard_range -> ``hazards.placements = [(-e, -e, e, e)]``: a hazard's own placement square,
+      which the layout sampler shrinks by its keepout (centres within +-(e - keepout)).
 
     ``_build`` computes the placements dict (which objects go where, with which keepout) only while
     ``placements_conf.placements`` is None, so it is reset to None to pick up new counts and ranges.
@@ -75,6 +88,17 @@ def apply_task(base_task: Any, task: Task, defaults: _Defaults) -> None:
         base_task.hazards.num = task.hazards if task.hazards is not None else defaults.hazards
     if defaults.buttons is not None:
         base_task.buttons.num = task.buttons if task.buttons is not None else defaults.buttons
+    if defaults.hazards is not None:
+        hazards = base_task.hazards
+        hazards.size = task.hazard_size if task.hazard_size is not None else defaults.hazard_size
+        hazards.keepout = (
+            task.hazard_keepout if task.hazard_keepout is not None else defaults.hazard_keepout
+        )
+        if task.hazard_range is not None:
+            e = task.hazard_range
+            hazards.placements = [(-e, -e, e, e)]
+        else:
+            hazards.placements = defaults.hazard_placements
     if task.spawn_range is not None:
         r = task.spawn_range
         base_task.placements_conf.extents = (-r, -r, r, r)
@@ -216,7 +240,7 @@ class TaskWrapper(gymnasium.Wrapper):
             if not isinstance(task, Mapping):
                 raise TaskDistributionError(f'set_task expects a Task or a mapping, got {task!r}')
             task = Task.from_dict(task)
-        check_task(self._base_task, task)
+        check_task(self._base_task, task, self._defaults)
         self._pending = task
         self._hold = hold
 

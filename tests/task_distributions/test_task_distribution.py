@@ -132,8 +132,11 @@ def test_package_constants() -> None:
 
     assert task_distributions.META_ENV_IDS == (
         'MetaCarCircleHazard-v0',
+        'MetaCarCircleHazardAuthors-v0',  # configs/task_distributions_authors.yaml
         'MetaPointButton-v0',
+        'MetaPointButtonAuthors-v0',
         'MetaPointCircle-v0',
+        'MetaPointCircleAuthors-v0',
     )
     assert supported_env_ids() == task_distributions.SUPPORTED_ENV_IDS
     assert {'SafetyPointCircle1-v0', *task_distributions.META_ENV_IDS} <= set(supported_env_ids())
@@ -176,7 +179,7 @@ def _write(tmp_path: Path, text: str) -> Path:
         ('train: {radius: [1, 2, 3]}\n    test: {radius: [1, 2]}', r'\[min, max\]'),
         (
             'equal: {hazards: buttons}\n    train: {radius: [1, 2]}\n    test: {radius: [1, 2]}',
-            r"copies 'buttons', which no split sets",
+            r"'hazards' derives from 'buttons', which this split does not draw",
         ),
     ],
 )
