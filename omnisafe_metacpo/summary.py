@@ -10,7 +10,9 @@ is summarised. The final policy (the highest ``torch_save/epoch-N.pt``) and the 
 (``epoch-0.pt``, saved at the start of every run) are meta-tested on the same unseen tasks of the
 ``test`` split (:func:`omnisafe_metacpo.meta_test.meta_test_saved_run`): return and cost per
 episode before adaptation and after the run's ``meta_test_cfgs.adapt_steps`` CPO steps, against
-the cost limit. The numbers are also written to ``RUN/summary.json``.
+the cost limit, with the cost on both scales (OmniSafe's undiscounted cost per episode and the
+paper's discounted J_C) and, beside the adaptation rollouts, the deterministic evaluation of the
+same policies. The numbers are also written to ``RUN/summary.json``.
 
 ``--plot`` draws the run's training curves (return and cost per step, with the cost limit) with
 OmniSafe's ``Plotter``, exactly as ``omnisafe.Agent.plot`` does, into ``RUN/training_curves.png``.
@@ -28,6 +30,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from omnisafe_metacpo.adaptation_rule import saved_epochs
 from omnisafe_metacpo.meta_test import meta_test_saved_run
 
 PLOT_NAME = 'training_curves'
@@ -49,13 +52,6 @@ def find_run(path: str) -> str:
     if not runs:
         raise FileNotFoundError(f'no run (config.json and torch_save/) at or under {path}')
     return max(runs, key=lambda run: os.path.getmtime(os.path.join(run, 'config.json')))
-
-
-def saved_epochs(run_dir: str) -> list[int]:
-    """The epochs N of ``run_dir/torch_save/epoch-N.pt``, ascending."""
-    names = os.listdir(os.path.join(run_dir, 'torch_save'))
-    return sorted(int(name[6:-3]) for name in names
-                  if name.startswith('epoch-') and name.endswith('.pt'))
 
 
 def _load_config(run_dir: str) -> dict[str, Any]:
@@ -126,29 +122,41 @@ def plot(run_dir: str) -> str:
 
 
 def render(summary: dict[str, Any], console: Console) -> None:
-    """Print ``summary`` (from :func:`summarize`) in OmniSafe's style (rich)."""
+    """Print ``summary`` (from :func:`summarize`) in OmniSafe's style (rich).
+
+    Costs on both scales: ``cost`` is OmniSafe's undiscounted cost per episode, ``J_C`` the
+    paper's discounted one; rows ``adaptation`` are the rollouts the CPO steps learn from
+    (stochastic), rows ``evaluation`` the deterministic evaluation of the same policies
+    (``meta_test_cfgs.eval_episodes``), when there is one.
+    """
     steps = summary['adapt_steps']
     console.print(f'[bold]{summary["algo"]} on {summary["env_id"]}[/bold], run directory:')
     console.print(f'  {summary["run_dir"]}', soft_wrap=True)
-    caption = f'after {steps}: after {steps} CPO adaptation steps on each task' if steps else None
-    table = Table(title=f'Meta-test on {summary["num_tasks"]} unseen test tasks, cost limit '
-                        f'{summary["cost_limit"]:g} (per episode)', caption=caption)
-    table.add_column('policy', no_wrap=True)
-    table.add_column('return', justify='right')
-    table.add_column('cost', justify='right')
+    caption = ('cost: undiscounted cost per episode (OmniSafe); J_C: discounted cost per episode '
+               '(the paper)')
     if steps:
-        table.add_column(f'return after {steps}', justify='right')
-        table.add_column(f'cost after {steps}', justify='right')
+        caption += f'; after {steps}: after {steps} CPO adaptation steps on each task'
+    table = Table(title=f'Meta-test on {summary["num_tasks"]} unseen test tasks, cost limit '
+                        f'{summary["cost_limit"]:g}', caption=caption)
+    table.add_column('policy', no_wrap=True)
+    table.add_column('rollouts', no_wrap=True)
+    for name in ('return', 'cost', 'J_C'):
+        table.add_column(name, justify='right')
+    if steps:
+        for name in ('return', 'cost', 'J_C'):
+            table.add_column(f'{name} after {steps}', justify='right')
     first, last = summary['epochs']
     for name, label in (('untrained', f'untrained (epoch {first})'),
                         ('final', f'final (epoch {last})')):
         result = summary[name]
-        cells = [label, f'{result["MetaTest/EpRet/step_0"]:.1f}',
-                 f'{result["MetaTest/EpCost/step_0"]:.1f}']
-        if steps:
-            cells += [f'{result[f"MetaTest/EpRet/step_{steps}"]:.1f}',
-                      f'{result[f"MetaTest/EpCost/step_{steps}"]:.1f}']
-        table.add_row(*cells)
+        for prefix, mode in (('MetaTest', 'adaptation'), ('MetaTest/Eval', 'evaluation')):
+            if f'{prefix}/EpRet/step_0' not in result:
+                continue
+            cells = [label, mode]
+            for k in (0, steps) if steps else (0,):
+                cells += [f'{result.get(f"{prefix}/{measure}/step_{k}", float("nan")):.1f}'
+                          for measure in ('EpRet', 'EpCost', 'EpDiscCost')]
+            table.add_row(*cells)
     console.print(table)
     console.print('Training curves (return and cost per step):')
     console.print(f'  {plot_command(summary["run_dir"])}', soft_wrap=True)
