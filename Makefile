@@ -37,7 +37,7 @@ QUICK_STEPS_PER_EPOCH ?= 15000
 TRAIN_ENV ?= SafetyPointCircle1-v0
 # Each run gets a fresh --log-dir under this directory, so the summary finds the run just made.
 TRAIN_LOG_ROOT ?= runs/make-train
-# More `omnisafe train` options, and options of `python -m omnisafe_metacpo.summary`.
+# More `omnisafe train` options, and options of `omnisafe-metacpo-summary`.
 TRAIN_ARGS ?=
 SUMMARY_ARGS ?=
 
@@ -51,7 +51,7 @@ train: $(STAMP)
 	echo "$$algo on $(TRAIN_ENV), budget $(BUDGET), logs under $$log_dir"; \
 	$(BIN)/omnisafe train --algo $$algo --env-id $(TRAIN_ENV) --log-dir "$$log_dir" \
 		$$budget $(TRAIN_ARGS) && \
-	$(BIN)/python -m omnisafe_metacpo.summary "$$log_dir" $(SUMMARY_ARGS)
+	$(BIN)/omnisafe-metacpo-summary "$$log_dir" $(SUMMARY_ARGS)
 
 # `make bench`: the Figure-5 comparison (MetaCPO, MetaTRPO, CPO, CPOCorrected, TRPO x 3 task
 # distributions x 3 seeds) as OmniSafe experiment grids, every checkpoint meta-tested alike, then

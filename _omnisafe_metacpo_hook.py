@@ -82,7 +82,7 @@ def _after_safety_gymnasium(_module: ModuleType) -> None:
 
 
 def _after_omnisafe(_module: ModuleType) -> None:
-    from omnisafe_metacpo.integration import install
+    from omnisafe_metacpo.install import install
 
     install()
 

@@ -1,10 +1,11 @@
 """Resume checkpoints of MetaCPO / MetaTRPO runs.
 
-A checkpoint (``<run>/checkpoints/last.pt``) holds everything a meta-iteration depends on that is
-not derived from the seed: theta, the critics and their optimisers, the observation normaliser,
-fault counters, the iteration and the number of progress rows. Rollout seeds, task draws and
-critic minibatch order are functions of (seed, iteration, ...) (see ``rollout.rollout_seed``), so no
-random-generator state needs saving: a resumed run repeats exactly what the uninterrupted run does.
+A checkpoint (``<run>/checkpoints/last.pt``) holds the algorithm's ``state_dict()``: everything a
+meta-iteration depends on that is not derived from the seed (theta, the critics and their
+optimisers, the observation normaliser, fault counters, the iteration and the number of progress
+rows). Rollout seeds, task draws and critic minibatch order are functions of (seed, iteration, ...)
+(see :func:`omnisafe_metacpo.sampling.batch.rollout_seed`), so no random-generator state needs
+saving: a resumed run repeats exactly what the uninterrupted run does.
 
 Writes are atomic (temporary file, then ``os.replace``), so a run killed at any moment leaves either
 the previous or the new checkpoint. On resume, ``progress.csv`` is cut back to the rows that the
@@ -20,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -27,46 +29,23 @@ from omnisafe.common.logger import Logger
 from omnisafe.utils.distributed import get_rank
 from torch.utils.tensorboard.writer import SummaryWriter
 
+from omnisafe_metacpo import run_files
 from omnisafe_metacpo.config import MetaConfigError
 
-CHECKPOINT = os.path.join('checkpoints', 'last.pt')
 # Config sections that must match for a resumed run to continue the same experiment.
 _MUST_MATCH = ('algo', 'env_id', 'seed', 'algo_cfgs', 'model_cfgs', 'meta_test_cfgs', 'env_cfgs')
-# Config keys added after runs were saved, each with the value that does what the code did before
-# the key existed: a run saved without one of them is the same experiment as long as the key stays
-# at that value (so a run of an older version can be resumed or extended with more total_steps).
-_ADDED_KEYS: dict[tuple[str, str], Any] = {
-    ('algo_cfgs', 'inner_holdout_block'): None,
-    ('algo_cfgs', 'inner_params'): 'all',
-    ('algo_cfgs', 'meta_over_limit'): 'cpo',
-    ('algo_cfgs', 'cost_measure'): 'episode',
-}
 # Keys that change what is reported, not what is trained: they may differ on resume (a run saved
 # before the deterministic evaluation existed resumes with it; its older progress rows are left
 # empty in the new columns, see ``align_progress``).
 _REPORTING_KEYS: tuple[tuple[str, str], ...] = (('meta_test_cfgs', 'eval_episodes'),)
 
 
-def save(algo: Any, iteration: int, elapsed: float) -> None:
-    """Write the checkpoint after ``iteration`` (atomically; rank 0 only: ranks share the state)."""
+def save(state: dict[str, Any], log_dir: str) -> None:
+    """Write ``state`` (the algorithm's ``state_dict()``) as the run's checkpoint, atomically;
+    rank 0 only (ranks share the state)."""
     if get_rank() != 0:
         return
-    actor_critic = algo._actor_critic  # pylint: disable=protected-access
-    normalizer = algo._env.obs_normalizer  # pylint: disable=protected-access
-    state = {
-        'iteration': iteration,
-        'progress_rows': algo.logger.current_epoch,
-        'elapsed': elapsed,
-        'actor': actor_critic.actor.state_dict(),
-        'reward_critic': actor_critic.reward_critic.state_dict(),
-        'cost_critic': actor_critic.cost_critic.state_dict(),
-        'reward_critic_optimizer': actor_critic.reward_critic_optimizer.state_dict(),
-        'cost_critic_optimizer': actor_critic.cost_critic_optimizer.state_dict(),
-        'obs_normalizer': None if normalizer is None else normalizer.state_dict(),
-        'faults': dict(algo._faults),  # pylint: disable=protected-access
-        'consecutive_failures': algo._consecutive_failures,  # pylint: disable=protected-access
-    }
-    path = os.path.join(algo.logger.log_dir, CHECKPOINT)
+    path = run_files.checkpoint_path(log_dir)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp')
     os.close(fd)
@@ -74,14 +53,27 @@ def save(algo: Any, iteration: int, elapsed: float) -> None:
     os.replace(tmp, path)
 
 
-def load(run_dir: str, cfgs: Any) -> dict[str, Any]:
-    """Read the checkpoint of ``run_dir`` and check that ``cfgs`` continues the same experiment."""
-    with open(os.path.join(run_dir, 'config.json'), encoding='utf-8') as file:
-        saved = json.load(file)
-    current = cfgs.todict()
-    for (section, key), before in _ADDED_KEYS.items():
-        if isinstance(saved.get(section), dict) and key not in saved[section]:
-            saved[section][key] = before
+def load(run_dir: str, cfgs: Any,
+         added_keys: Mapping[tuple[str, str], Any] | None = None) -> dict[str, Any]:
+    """Read the checkpoint of ``run_dir`` and check that ``cfgs`` continues the same experiment.
+
+    Args:
+        run_dir: The run to resume.
+        cfgs: The config of the resumed run.
+        added_keys: Config keys added after runs were saved, ``(section, key) -> value``, each
+            with the value that does what the code did before the key existed: a config without
+            one of them (the saved run's, or the current one's) has it at that value, so a run
+            of an older version can be resumed or extended with more total_steps as long as the
+            key stays at that value.
+    """
+    saved = run_files.load_config(run_dir)
+    # compared as config.json holds it: a tuple given through the Python API (hidden sizes for
+    # ExperimentGrid, which needs hashable values) is a list there, and means the same run
+    current = json.loads(json.dumps(cfgs.todict()))
+    for (section, key), before in (added_keys or {}).items():
+        for config in (saved, current):
+            if isinstance(config.get(section), dict) and key not in config[section]:
+                config[section][key] = before
     for section, key in _REPORTING_KEYS:
         for config in (saved, current):
             if isinstance(config.get(section), dict):
@@ -98,24 +90,7 @@ def load(run_dir: str, cfgs: Any) -> dict[str, Any]:
         raise MetaConfigError(
             'logger_cfgs.use_wandb = True is not supported with train_cfgs.resume',
         )
-    return torch.load(os.path.join(run_dir, CHECKPOINT), weights_only=True, map_location='cpu')
-
-
-def restore(algo: Any, state: dict[str, Any]) -> None:
-    """Load a checkpoint's state into a freshly built algorithm."""
-    # pylint: disable=protected-access
-    actor_critic = algo._actor_critic
-    actor_critic.actor.load_state_dict(state['actor'])
-    actor_critic.reward_critic.load_state_dict(state['reward_critic'])
-    actor_critic.cost_critic.load_state_dict(state['cost_critic'])
-    actor_critic.reward_critic_optimizer.load_state_dict(state['reward_critic_optimizer'])
-    actor_critic.cost_critic_optimizer.load_state_dict(state['cost_critic_optimizer'])
-    if state['obs_normalizer'] is not None:
-        algo._env.obs_normalizer.load_state_dict(state['obs_normalizer'])
-    algo._faults = dict(state['faults'])
-    algo._consecutive_failures = int(state['consecutive_failures'])
-    algo._start_iteration = int(state['iteration']) + 1
-    algo._elapsed_before = float(state['elapsed'])
+    return torch.load(run_files.checkpoint_path(run_dir), weights_only=True, map_location='cpu')
 
 
 def align_progress(run_dir: str, columns: list[str]) -> None:
@@ -126,7 +101,7 @@ def align_progress(run_dir: str, columns: list[str]) -> None:
     that the rows appended now line up with the header. A column the logger no longer writes is
     an error: its values would be lost.
     """
-    path = os.path.join(run_dir, 'progress.csv')
+    path = run_files.progress_path(run_dir)
     with open(path, encoding='utf-8', newline='') as file:
         lines = list(csv.reader(file))
     if not lines or lines[0] == columns:
@@ -164,7 +139,7 @@ def resumed_logger(run_dir: str, state: dict[str, Any], cfgs: Any) -> Logger:
         return Logger(output_dir=run_dir, exp_name='resume', seed=int(cfgs.seed),
                       use_tensorboard=False, use_wandb=False, config=None)
     rows = int(state['progress_rows'])
-    progress = os.path.join(run_dir, 'progress.csv')
+    progress = run_files.progress_path(run_dir)
     _truncate_progress(progress, rows)
     scratch = tempfile.mkdtemp(prefix='metacpo-resume-')
     try:

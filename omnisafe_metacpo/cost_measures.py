@@ -36,6 +36,9 @@ import numpy as np
 
 #: The names ``algo_cfgs.cost_measure`` accepts for the constraint of the CPO steps.
 COST_MEASURES: tuple[str, ...] = ('episode', 'discounted')
+#: The measure of a config without ``cost_measure``: runs saved before the key existed
+#: constrained OmniSafe's undiscounted cost per episode.
+BEFORE_THE_KEY = 'episode'
 
 
 def check_measure(name: str, key: str = 'algo_cfgs.cost_measure') -> str:

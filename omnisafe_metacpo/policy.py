@@ -10,6 +10,8 @@ task's distribution into another.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from omnisafe.models.actor.gaussian_learning_actor import GaussianLearningActor
 from torch import nn
@@ -84,11 +86,14 @@ class FunctionalPolicy:
         flat: torch.Tensor,
         obs: torch.Tensor,
         damping: float,
-    ):
+        mean_over: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
         """Return v -> (F + damping I) v, the Hessian of the KL at ``flat`` (held constant).
 
         ``flat`` is detached: the metric does not depend on theta in the meta-gradient (the
-        differentiable step treats H as a constant; see ``cpo_step``).
+        differentiable step treats H as a constant; see ``cpo_step``). ``mean_over`` turns the
+        Hessian of the mean KL over ``obs`` into that over more states than this process holds
+        (distributed ranks), before the damping is added.
         """
         point = flat.detach().requires_grad_(True)
         kl = self.kl(point.detach(), point, obs)
@@ -96,6 +101,8 @@ class FunctionalPolicy:
 
         def fvp(vector: torch.Tensor) -> torch.Tensor:
             (hvp,) = torch.autograd.grad(grad_kl @ vector.detach(), point, retain_graph=True)
+            if mean_over is not None:
+                hvp = mean_over(hvp)
             return hvp + damping * vector
 
         return fvp
@@ -105,8 +112,8 @@ class StackedActor:
     """M copies of the actor with their own parameters, each acting on its own observation.
 
     The batched sampler steps M environments in lockstep, environment i with policy i. Evaluating
-    the M policies one after another would cost M small forward passes per environment step (the
-    overhead that made rollouts ~6x slower than the environment). Here the M forward passes are one:
+    the M policies one after another would cost M small forward passes per environment step, an
+    overhead several times the environment's own step. Here the M forward passes are one:
     for OmniSafe's ``GaussianLearningActor`` (an MLP mean of ``Linear`` layers and parameter-free
     activations, a state-independent log-std), each ``Linear`` becomes one batched matrix product
     over the stacked weights (``torch.baddbmm``); any other actor falls back to
@@ -159,7 +166,7 @@ class StackedActor:
                 hidden = torch.baddbmm(bias, hidden, weight)
             else:
                 # forward, not __call__: the same function without nn.Module's hook machinery
-                # (~5 us a call, per lockstep of the sampler)
+                # (which costs microseconds a call, per lockstep of the sampler)
                 hidden = layer.forward(hidden)
         return hidden.squeeze(1)
 

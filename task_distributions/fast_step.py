@@ -1,66 +1,44 @@
 """Faster steps for safety-gymnasium tasks, with bit-identical observations, rewards and costs.
 
 With resets made cheap (``fast_reset``), a navigation step is mostly Python overhead around ten
-MuJoCo substeps. Profiled on Car-Circle-Hazard and Point-Button (test split, cProfile):
-
-* pseudo-lidar, 35% of a Button step: every object position re-reads the agent's position and
-  rotation matrix from MuJoCo (``agent.pos`` / ``agent.mat`` look the body up by name and copy);
-* the observation space check (``assert obs_space_dict.contains(obs)``), 10-15%: gymnasium's
-  ``Box.contains`` pays numpy's function dispatch for each of ~9 boxes;
-* hazard costs, 10-15%: ``agent.dist_xy`` re-reads the agent's position per hazard;
-* ``ButtonLevel0.goal_achieved`` (evaluated twice per step), ~10% of a Button step: it looks up the
-  two geom names of every contact through ``model.geom(i)``.
+MuJoCo substeps. Profiled (cProfile), the overhead sat in a few places: the pseudo-lidar (every
+object position re-reads the agent's position and rotation matrix from MuJoCo by name), the
+observation space check (gymnasium's ``Box.contains`` paying numpy's dispatch per box), hazard
+costs (the agent's position re-read per hazard) and ``ButtonLevel0.goal_achieved`` (evaluated
+twice per step, looking up the two geom names of every contact).
 
 :class:`FastStepMixin` removes the repeated look-ups and keeps the arithmetic on the values as it
 is (the same operations in the same order), so the results are identical bit for bit; the tests
 compare them with the stock code paths over 1000 steps per environment. (Vectorising the lidar
 over objects could change last bits: numpy's SIMD loops for complex ``abs`` / ``arctan2`` and
-BLAS ``gemm`` vs ``gemv`` need not round as the per-object scalar calls do.)
+BLAS ``gemm`` vs ``gemv`` need not round as the per-object scalar calls do.) The batched sampler
+steps M environments in lockstep, so what an environment step costs is what a lockstep costs.
+What the overrides do:
 
-Second round (issue 7: the batched sampler steps M envs in lockstep, and each env step as the
-lockstep sees it had to get ~30% cheaper). Builder pieces per call, test split after 50 steps,
-``timeit`` best of 7 x 1000 on this (shared) machine, before -> after:
-
-========================  ==================  ===================
-piece (us per call)       Car-Circle-Hazard   Point-Button
-========================  ==================  ===================
-``Builder.step``          727-742 -> 488      841-850 -> 444-460
-``obs()``                 316-318 -> 131-133  474-485 -> 197-199
-``Builder._cost()``       83 -> 55-56         123-125 -> 59
-``simulation_forward``    249-253 -> 232      104 -> 89
-``Builder._reward()``     14 -> 11.5          25 -> 25
-========================  ==================  ===================
-
-As the lockstep sees it (an ``EnvGroup`` of 3 envs, train split, 3000 locksteps of random
-actions, old and new code alternated 5 times within minutes, median of the 5 new/old ratios):
-Car 0.67 (-33%), Button 0.53 (-47%). Where it comes from:
-
-* pseudo-lidar per object, ~15 -> ~5 us (Car: 5 objects per step, Button: 15): the agent pose
-  is read once per call, the ``pos - agent`` differences of all objects in one subtraction
-  (elementwise, so exact), and the scalar part runs on Python floats. Kept per object, with the
-  very numpy calls of the stock code on the same 0-d inputs: ``np.matmul`` (BLAS ``gemv``, one
-  object at a time), ``np.abs`` of the complex number and ``np.arctan2`` (what ``np.angle``
-  calls), so that whatever loop numpy picks on a machine, it is the loop the stock code gets.
-  Only exactly rounded IEEE operations (``+ - * /``, ``%`` = ``fmod`` plus one correction in
-  numpy and Python alike, comparisons, ``max``) moved from numpy scalars to Python floats, which
-  round identically;
+* pseudo-lidar per object: the agent pose is read once per call, the ``pos - agent`` differences
+  of all objects in one subtraction (elementwise, so exact), and the scalar part runs on Python
+  floats. Kept per object, with the very numpy calls of the stock code on the same 0-d inputs:
+  ``np.matmul`` (BLAS ``gemv``, one object at a time), ``np.abs`` of the complex number and
+  ``np.arctan2`` (what ``np.angle`` calls), so that whatever loop numpy picks on a machine, it is
+  the loop the stock code gets. Only exactly rounded IEEE operations (``+ - * /``, ``%`` = ``fmod``
+  plus one correction in numpy and Python alike, comparisons, ``max``) moved from numpy scalars to
+  Python floats, which round identically;
 * object positions (``Hazards.pos``, ``Buttons.pos``, ``Goal.pos``: a name look-up and a copy per
-  object, read by the lidar and again by the costs), 8-12 -> ~2 us: one fancy-indexed read of
-  ``data.xpos`` by body ids found once per compiled model (every reset compiles a new one);
-* ``obs()`` around the lidars, Car ~85 -> ~15 us: the sensors are copied from ``sensordata`` by
-  address (no ``model.sensor(name)`` per sensor) straight into the flat observation, in the
-  observation space's key order -- which is what ``gymnasium.spaces.utils.flatten`` concatenates
-  -- and the space check runs once on the flat vector against the concatenated bounds (the same
+  object, read by the lidar and again by the costs): one fancy-indexed read of ``data.xpos`` by
+  body ids found once per compiled model (every reset compiles a new one);
+* ``obs()`` around the lidars: the sensors are copied from ``sensordata`` by address (no
+  ``model.sensor(name)`` per sensor) straight into the flat observation, in the observation
+  space's key order -- which is what ``gymnasium.spaces.utils.flatten`` concatenates -- and the
+  space check runs once on the flat vector against the concatenated bounds (the same
   ``low <= x <= high`` per element; dtypes and shapes are fixed by the plan, checked once). If the
   flat check fails, the stock ``obs()`` runs and raises its own assertion. The Button's buttons
   lidar is not computed while ``ButtonLevel0.obs`` would overwrite it with zeros;
-* costs: buttons ~36 -> ~8 us (contacts tested on geom ids instead of names, as the goal test
-  below), hazards ~25 -> ~15 us, sigwalls ~3 -> ~2 us (agent position read once);
-* ``simulation_forward``, ~15 us less around the ``mj_step`` calls: ``BaseAgent.apply_action``
-  inlined, with ``np.clip``'s dispatch and deprecation checks skipped by calling the ``clip``
-  ufunc it ends in, with the same arguments;
-* the Circle reward and ``dist_goal``, a few us: agent pose and velocity (``mj_jacBody`` on the
-  cached body id, then the same ``np.dot``) without name look-ups.
+* costs: buttons' contacts tested on geom ids instead of names (as the goal test below), hazards
+  and sigwalls with the agent position read once;
+* ``simulation_forward``: ``BaseAgent.apply_action`` inlined, with ``np.clip``'s dispatch and
+  deprecation checks skipped by calling the ``clip`` ufunc it ends in, with the same arguments;
+* the Circle reward and ``dist_goal``: agent pose and velocity (``mj_jacBody`` on the cached body
+  id, then the same ``np.dot``) without name look-ups.
 
 Each override takes the fast path only when the method it shadows is the stock one named in its
 docstring (and the configuration is the one profiled: pseudo-lidar, flat observations, no vision,
@@ -70,16 +48,16 @@ otherwise it calls the stock code.
 Not done:
 
 * dropping the two redundant ``mj_forward`` calls per step (in ``calculate_cost`` and ``obs``,
-  after the one ending ``simulation_forward``; ~12 us each on the Car): it changes bits. A
+  after the one ending ``simulation_forward``): it changes bits. A
   forward pass renormalises the ball joint's quaternion in ``qpos`` and rewrites the solver's
   warm start, which is not idempotent in floating point: on the Car an extra (or a missing)
   forward changes ``qpos`` and everything after it in the last bits (the tests catch it). On
-  the Point (hinge and slide joints only) it is idempotent, but saves only ~2% of a step;
+  the Point (hinge and slide joints only) it is idempotent, but saves little;
 * vectorising ``np.abs`` / ``np.arctan2`` over a lidar's objects: numpy picks its loop by CPU
   and memory layout (on AVX512 machines contiguous float64 arrays may go to SVML kernels that
   the stock's 0-d calls do not reach), so equality on this machine would prove nothing there;
 * stepping the bare ``Builder`` in ``EnvGroup`` (skipping ``TaskWrapper``, ``TimeLimit``,
-  ``OrderEnforcing`` and ``PassiveEnvChecker``): they cost ~3 us of a ~490 us step, <1%.
+  ``OrderEnforcing`` and ``PassiveEnvChecker``): they cost a small fraction of a step.
 """
 
 from __future__ import annotations

@@ -1,33 +1,21 @@
 """Task environments stepped in lockstep, in this process or in helper processes.
 
-A batched rollout (``omnisafe_metacpo.batched_rollout``) steps M environments, one per task, with
+A batched rollout (``omnisafe_metacpo.sampling.batched``) steps M environments, one per task, with
 one batched policy evaluation per step. The environments themselves are Python-bound (a MuJoCo step
-plus safety-gymnasium's bookkeeping, ~0.3 ms), so on a machine with a second core a share of them
+plus safety-gymnasium's bookkeeping), so on a machine with a second core a share of them
 can advance in a helper process while this one steps the rest. :class:`Lockstep` is the M
 environments: :class:`EnvGroup` steps this process's share, each :class:`WorkerEnvGroup` its share
 in a process of its own. Both reset a finished episode at once (OmniSafe's ``AutoReset``) and hand
 back its final observation, so rollouts do not depend on where an environment runs (tested: the
 same rollouts bit for bit).
 
-The per-lockstep exchange with a helper (issue 7) avoids pickling: actions, observations, rewards
-and costs live in memory shared with the helpers (an anonymous ``mmap`` made before they fork),
-every environment -- here or in a helper -- writes its row of the result arrays in place, and the
-pipe carries only a few bytes each way as the go and done signals. Only an ended episode's final
-observation is pickled (once per episode). Reset and close stay pickled messages.
-
-Measured on MetaCarCircleHazard-v0, 5 tasks (3 stepped here, 2 in one helper), 1000-lockstep
-rollouts of the batched sampler, the pickled protocol (``('step', actions)`` out, a pickled
-``StepResult`` back, ``np.concatenate`` of the parts) and this one run alternately on this 2-core
-machine while other training runs shared it:
-
-* the training process's CPU time in a lockstep besides its own environments' steps (sending,
-  receiving, assembling the result; ``time.process_time``, medians of 4 runs each): 0.174 ->
-  0.060 ms;
-* wall time per lockstep (``/tmp/prof/car_prof.py``, medians of 6 runs each): 3.37 -> 3.13 ms,
-  new/old ratio per pair 0.81-1.08, median 0.90. The other runs' load moved the totals by
-  +-10% from run to run, and sending the actions, timed alone, took ~1 ms in both protocols
-  (with both cores busy, the woken helper presumably ran in this process's place), so the CPU
-  time above is the cleaner number.
+The per-lockstep exchange with a helper avoids pickling: actions, observations, rewards and costs
+live in memory shared with the helpers (an anonymous ``mmap`` made before they fork), every
+environment -- here or in a helper -- writes its row of the result arrays in place, and the pipe
+carries only a few bytes each way as the go and done signals. Only an ended episode's final
+observation is pickled (once per episode). Reset and close stay pickled messages: a pickled
+protocol for the steps too (the actions out, a pickled result back, the parts concatenated) costs
+the training process more CPU time per lockstep than its share of the environments can spare.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from omnisafe_metacpo.adaptation_rule import saved_epochs
+from omnisafe_metacpo.run_files import saved_epochs
 
 #: Bump when the adaptation rule or what a meta-test reports changes (2: both cost scales and the
 #: deterministic evaluation), which invalidates cached meta-tests.
@@ -69,7 +69,7 @@ def meta_test_checkpoint(run_dir: str, epoch: int, settings: dict[str, Any]) -> 
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     import torch
 
-    from omnisafe_metacpo.meta_test import meta_test_saved_run
+    from omnisafe_metacpo.evaluation.saved_run import meta_test_saved_run
 
     torch.set_num_threads(1)
     start = time.time()

@@ -4,8 +4,11 @@ OmniSafe's logger puts a run in ``<exp_dir>/<Algo>-{<env_id>}/seed-XXX-<time>/``
 finished when its last epoch is logged and saved: ``progress.csv`` has one row per epoch of
 ``config.json``'s ``train_cfgs.epochs`` and ``torch_save/epoch-<epochs>.pt`` exists (OmniSafe saves
 the policy after the last epoch's row, so the two together mean the run ran to its end). Anything
-else under the job's name is an interrupted run: it is removed and the job trains again from the
-start (stock OmniSafe algorithms cannot resume; one rule for all keeps the runs alike).
+else under the job's name is an interrupted run. The newest one that holds the plug-in's resume
+checkpoint (``checkpoints/last.pt``, which MetaCPO, MetaCPOPaper and MetaTRPO write after every
+meta-iteration) goes on from there (``train_cfgs.resume``: a resumed run repeats exactly what the
+uninterrupted run does, see :mod:`omnisafe_metacpo.checkpoint`); the others are removed and their
+job trains again from the start (stock OmniSafe algorithms cannot resume).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import shutil
 
 from benchmarks.figure5.budget import Job
+from omnisafe_metacpo.run_files import has_checkpoint
 
 
 def job_run_dirs(job: Job) -> list[str]:
@@ -57,9 +61,17 @@ def finished_run(job: Job) -> str | None:
     return finished[-1] if finished else None
 
 
-def remove_unfinished(job: Job) -> list[str]:
-    """Delete the job's interrupted runs (before it trains again); returns what was removed."""
-    removed = [run for run in job_run_dirs(job) if not is_finished(run)]
+def resumable_run(job: Job) -> str | None:
+    """The job's newest interrupted run if it can go on from a resume checkpoint, else ``None``."""
+    unfinished = [run for run in job_run_dirs(job) if not is_finished(run)]
+    if unfinished and has_checkpoint(unfinished[-1]):
+        return unfinished[-1]
+    return None
+
+
+def remove_unfinished(job: Job, keep: str | None = None) -> list[str]:
+    """Delete the job's interrupted runs but ``keep`` (before it trains again); returns them."""
+    removed = [run for run in job_run_dirs(job) if not is_finished(run) and run != keep]
     for run in removed:
         shutil.rmtree(run, ignore_errors=True)
     return removed

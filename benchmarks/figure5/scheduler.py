@@ -5,7 +5,8 @@ gives its workers, in a pool of spawned processes as ``ExperimentGrid.run`` does
 ``ExperimentGrid.run`` itself: it refuses a grid directory that exists (so a stopped comparison
 could not be continued) and returns only when every run is over (so it cannot report progress or
 meta-test a run as soon as it finishes). Finished runs (:mod:`benchmarks.figure5.runs`) are not
-trained again, cached meta-tests (:mod:`benchmarks.figure5.evaluation`) are not redone.
+trained again, an interrupted meta-learner's run goes on from its checkpoint, cached meta-tests
+(:mod:`benchmarks.figure5.evaluation`) are not redone.
 
 Progress is printed at every finished job and every ``report_every`` seconds: runs done / running
 / to go, meta-tests done / to go, elapsed time and an estimate of the time left. The estimate is
@@ -17,6 +18,7 @@ ran against that table.
 from __future__ import annotations
 
 import copy
+import json
 import multiprocessing as mp
 import time
 from collections.abc import Callable
@@ -28,12 +30,19 @@ from benchmarks.figure5 import costs, evaluation, runs
 from benchmarks.figure5.budget import Budget, Job
 
 
-def _train(job: Job) -> tuple[float, float]:
-    """Train one job in a worker; returns its (start, end) times."""
+def _train(job: Job, resume: str | None = None) -> tuple[float, float]:
+    """Train one job in a worker (on from the run ``resume`` if given); returns (start, end)."""
     start = time.time()
     from omnisafe.utils.exp_grid_tools import train
 
-    train(job.name, job.algo, job.env_id, copy.deepcopy(job.custom_cfgs))  # train() edits it
+    custom_cfgs = copy.deepcopy(job.custom_cfgs)  # train() edits it
+    if resume is not None:
+        # The resumed run's config.json has lists where the grid has tuples (hidden sizes:
+        # ExperimentGrid needs hashable values), and the plug-in refuses to resume a run with a
+        # config that compares unequal: give it the values as JSON gives them back.
+        custom_cfgs = json.loads(json.dumps(custom_cfgs))
+        custom_cfgs.setdefault('train_cfgs', {})['resume'] = resume
+    train(job.name, job.algo, job.env_id, custom_cfgs)
     return start, time.time()
 
 
@@ -52,8 +61,9 @@ class _Task:
     kind: str  # 'train' | 'test'
     job: Job
     estimate: float  # seconds of one worker, from the cost table
-    run_dir: str | None = None
+    run_dir: str | None = None  # 'test': the finished run; 'train': the run to resume, if any
     epochs: list[int] = field(default_factory=list)
+    logged: int = 0  # 'train': epochs the resumed run had logged before (not in the estimate)
 
 
 @dataclass
@@ -91,8 +101,9 @@ class _Progress:
         for task in self.running.values():  # logged epochs of running trainings are done work
             if task.kind == 'train':
                 dirs = runs.job_run_dirs(task.job)
-                done = runs.progress_rows(dirs[-1]) if dirs else 0
-                partial += task.estimate * min(done / max(task.job.epochs, 1), 1.0)
+                done = runs.progress_rows(dirs[-1]) - task.logged if dirs else 0
+                partial += task.estimate * min(
+                    max(done, 0) / max(task.job.epochs - task.logged, 1), 1.0)
         speed = self.spent / self.spent_estimate if self.spent_estimate > 0 else 1.0
         return speed * max(self.queued_work - partial, 0.0) / self.workers
 
@@ -135,9 +146,15 @@ def run_budget(  # pylint: disable=too-many-locals,too-many-branches,too-many-st
         checkpoints = job.checkpoints
         progress.tests_total += len(checkpoints)
         if done is None:
-            for removed in runs.remove_unfinished(job):
+            resume = runs.resumable_run(job)
+            for removed in runs.remove_unfinished(job, keep=resume):
                 log(f'[figure5 {budget.name}] removed unfinished run {removed}')
-            train_tasks.append(_Task('train', job, costs.train_seconds(job)))
+            estimate, logged = costs.train_seconds(job), 0
+            if resume is not None:
+                logged = runs.progress_rows(resume)
+                log(f'[figure5 {budget.name}] resuming {resume} after {logged} epochs')
+                estimate *= max(1.0 - logged / max(job.epochs, 1), 0.0)
+            train_tasks.append(_Task('train', job, estimate, resume, logged=logged))
             continue
         summary.reused.append(done)
         progress.runs_done += 1
@@ -165,7 +182,7 @@ def run_budget(  # pylint: disable=too-many-locals,too-many-branches,too-many-st
             while queue and len(progress.running) < workers:
                 task = queue.pop(0)
                 if task.kind == 'train':
-                    future = pool.submit(_train, task.job)
+                    future = pool.submit(_train, task.job, task.run_dir)
                 else:
                     future = pool.submit(_meta_test, task.run_dir, task.epochs,
                                          budget.meta_test_cfgs(task.job.env_id))

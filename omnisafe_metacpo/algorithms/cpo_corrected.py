@@ -7,7 +7,6 @@ import math
 import torch
 from omnisafe.algorithms import registry
 from omnisafe.algorithms.on_policy.second_order.cpo import CPO
-from omnisafe.envs.core import Wrapper
 from omnisafe.utils import distributed
 from omnisafe.utils.tools import (
     get_flat_gradients_from,
@@ -15,8 +14,10 @@ from omnisafe.utils.tools import (
     set_param_values_to_model,
 )
 
-from omnisafe_metacpo import cost_measures, disc_cost_log
+from omnisafe_metacpo import cost_measures
 from omnisafe_metacpo.cpo_step import cg_solve, cpo_step
+from omnisafe_metacpo.plugin import disc_cost_log
+from omnisafe_metacpo.sampling.envs import unwrapped
 
 #: ``algo_cfgs.cost_measure`` of CPOCorrected: stock CPO's mix of scales, or one of the measures.
 CPO_COST_MEASURES = ('omnisafe', *cost_measures.COST_MEASURES)
@@ -71,7 +72,8 @@ class CPOCorrected(CPO):
     * ``a``: gradient of OmniSafe's cost surrogate ``_loss_pi_cost``, the *mean* over steps of
       ratio * adv_c (cost advantages standardised by default), not scaled by the episode length;
     * ``b`` (OmniSafe's ``c``, ``ep_costs``): the logger's window mean of ``Metrics/EpCost`` (the
-      last ``logger_cfgs.window_lens`` episodes, across tasks on a task distribution) minus
+      last 50 episodes, the window OmniSafe's ``PolicyGradient`` registers the key with; across
+      tasks on a task distribution; ``logger_cfgs.window_lens`` is not read for it) minus
       ``algo_cfgs.cost_limit``. ``b`` is in cost per episode while ``a'x`` is in the surrogate's
       units: the linearised constraint mixes units exactly as OmniSafe's CPO does. (MetaCPO instead
       scales its cost surrogate by the episode length and takes ``b`` from the task's own rollout;
@@ -86,7 +88,7 @@ class CPOCorrected(CPO):
     (the default) keeps stock CPO's units as described above. ``episode`` scales the cost
     surrogate by the episode length T, so that a'x predicts the change of ``Metrics/EpCost``, the
     unit of b. ``discounted`` takes b from the window mean of ``Metrics/EpDiscCost`` (the paper's
-    J_C, :mod:`omnisafe_metacpo.disc_cost_log`) and weights the surrogate's steps by
+    J_C, :mod:`omnisafe_metacpo.plugin.disc_cost_log`) and weights the surrogate's steps by
     gamma^(t - episode start), scaled to the weight of an episode
     (:mod:`omnisafe_metacpo.cost_measures`). The surrogate is the one the line search checks too.
 
@@ -111,9 +113,7 @@ class CPOCorrected(CPO):
             disc_cost_log.record_steps(self._env)
         self._cost_measure = measure
         self._cost_weights: torch.Tensor | None = None
-        env = self._env._env  # pylint: disable=protected-access
-        while isinstance(env, Wrapper):  # OmniSafe's wrappers answer None for max_episode_steps
-            env = env._env  # pylint: disable=protected-access
+        env = unwrapped(self._env._env)  # pylint: disable=protected-access
         self._episode_length = int(env.max_episode_steps or 1000)
         self._episode_weight = cost_measures.episode_weight(
             float(self._cfgs.algo_cfgs.cost_gamma), self._episode_length)

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -19,34 +14,34 @@ from omnisafe.common.logger import Logger
 from omnisafe.models.actor_critic.constraint_actor_critic import ConstraintActorCritic
 from omnisafe.utils import distributed
 
-from omnisafe_metacpo import checkpoint, compat, parallel
-from omnisafe_metacpo.adaptation import AdaptationStats, InnerLearner, StepRecord
-from omnisafe_metacpo.config import validate_meta_config
-from omnisafe_metacpo.cpo_step import CPOCase, CPOStepError, cpo_step
-from omnisafe_metacpo.cpo_step.fisher import cg_solve
-from omnisafe_metacpo.meta_test import MetaTester
+from omnisafe_metacpo import checkpoint, cost_measures
+from omnisafe_metacpo.config import shortest_rollout, validate_meta_config
+from omnisafe_metacpo.distributed.launch import usable_cores
+from omnisafe_metacpo.distributed.ranks import Ranks
+from omnisafe_metacpo.evaluation.meta_tester import MetaTester
+from omnisafe_metacpo.meta.inner import InnerLearner
+from omnisafe_metacpo.meta.meta_step import MetaStep, MetaStepResult
+from omnisafe_metacpo.meta.records import (
+    ADAPTATION_KEYS,
+    AdaptationStats,
+    StepRecord,
+    TaskResult,
+    TaskSummary,
+    adaptation_log,
+    count_steps,
+)
+from omnisafe_metacpo.meta.variants import StepVariants
 from omnisafe_metacpo.policy import FunctionalPolicy
 from omnisafe_metacpo.progress import RunProgress
-from omnisafe_metacpo.rollout import Batch, TaskRolloutAdapter, rollout_seed
+from omnisafe_metacpo.sampling.adapter import TaskRolloutAdapter, cpu_critics
+from omnisafe_metacpo.sampling.batch import Batch, SeedStream, rollout_seed
 
-_TASKS, _ROLLOUT, _CRITIC = 1, 2, 3  # streams of per-iteration seeds
-#: Columns of a task's summary row (``MetaCPO._task_summary``), then :data:`_STEP` per inner step.
-#: ``*_cost``: OmniSafe's undiscounted cost per episode; ``*_disc_cost``: the paper's discounted
-#: J_C; ``post_value``: J_C(phi_K) on the scale of ``algo_cfgs.cost_measure`` (b of the meta step).
-_SUMMARY = ('post_return', 'post_cost', 'post_length', 'pre_return', 'pre_cost', 'samples',
-            'post_disc_cost', 'pre_disc_cost', 'post_value')
-_STEP = ('fraction', 'backtracks', 'case', 'fault', 'kl', 'predicted_cost_change', 'cost')
-#: Inner-step faults, coded by their index in a summary row.
-_FAULTS = (None, 'non_finite', 'solver')
-
-
-@dataclass
-class TaskResult:
-    """One task of a meta-iteration: its inner steps and its post-adaptation rollout D_K."""
-
-    records: list[StepRecord]
-    post: Batch
-    phi_final: torch.Tensor
+#: Config keys added after runs were saved, each with the value that does what the code did before
+#: the key existed (a run saved without one resumes as long as the key stays at that value).
+ADDED_KEYS: dict[tuple[str, str], Any] = {
+    **StepVariants.neutral_keys(),
+    ('algo_cfgs', 'cost_measure'): cost_measures.BEFORE_THE_KEY,
+}
 
 
 class MetaTrainingError(RuntimeError):
@@ -70,6 +65,10 @@ class MetaCPO(CPO):
     autograd through the differentiable step) feed the meta CPO step (eq. 12) with backtracking
     and the infeasible recovery of eq. 4. ``steps_per_epoch`` counts every environment step of a
     meta-iteration (all tasks, all inner steps), so comparisons with CPO at equal samples are fair.
+
+    With ``--parallel N`` the tasks of a meta-iteration are spread over torchrun ranks; every
+    rank takes the same decisions and the same steps (:class:`Ranks`, which does nothing in a
+    single process).
     """
 
     constrained: bool = True
@@ -77,6 +76,8 @@ class MetaCPO(CPO):
     # ------------------------------------------------------------------ set-up (OmniSafe hooks)
     def _init_env(self) -> None:
         validate_meta_config(self._cfgs, self._env_id)
+        self._variants = StepVariants.from_cfgs(self._cfgs.algo_cfgs,
+                                                rollout_steps=shortest_rollout(self._cfgs))
         # BaseAlgo offsets the seed by 1000 * rank, so that OmniSafe's ranks sample different
         # data. Here every rank must draw the same M tasks, and task i the same rollout seeds
         # whichever rank adapts it: everything is seeded from the run's seed, whatever N.
@@ -97,33 +98,28 @@ class MetaCPO(CPO):
         # OmniSafe's PolicyGradient does; rank 0's are those of a one-rank run with this seed.
         distributed.sync_params(self._actor_critic)
         self._policy = FunctionalPolicy(self._actor_critic.actor)
-        self._learner = InnerLearner(
-            self._policy,
-            self._cfgs.algo_cfgs,
-            self._env.episode_length,
-            constrained=self.constrained,
-        )
+        self._learner = InnerLearner(self._policy, self._cfgs.algo_cfgs, self._env.episode_length,
+                                     constrained=self.constrained, variants=self._variants)
+        self._meta_step = MetaStep(self._learner, self._cfgs.algo_cfgs, self._variants,
+                                   constrained=self.constrained)
 
     def _init(self) -> None:
-        self._start_iteration = 0
+        self._next_iteration = 0  # after a resume: the one after the checkpoint's
+        self._elapsed = 0.0  # seconds trained, before this process's start after a resume
         self._faults = {'non_finite': 0, 'solver': 0}
         self._consecutive_failures = 0
-        self._elapsed_before = 0.0
         self._last_metrics = (float('nan'),) * 3
         self._progress_callback: Callable[[int, str], None] | None = None
         # --parallel N: this rank's share of every meta-iteration's tasks, the rule that keeps
         # the observation normaliser identical on all ranks, and a watchdog that ends the rank
         # if its launcher is killed (torchrun ranks run in their own sessions).
-        self._rank = parallel.rank()
-        self._task_indices = parallel.task_indices(self._cfgs.algo_cfgs.num_tasks)
-        self._normalizer_sync = parallel.NormalizerSync(self._env.obs_normalizer)
-        self._digests: list[str] = []
-        if parallel.world_size() > 1:
-            parallel.LauncherWatchdog().start()
+        self._ranks = Ranks.current(self._cfgs.algo_cfgs.num_tasks)
+        self._normalizer_sync = self._ranks.normalizer_sync(self._env.obs_normalizer)
+        self._ranks.watch_launcher()
 
     def _init_log(self) -> None:
         resume_dir = self._cfgs.train_cfgs.resume
-        state = checkpoint.load(resume_dir, self._cfgs) if resume_dir else None
+        state = checkpoint.load(resume_dir, self._cfgs, ADDED_KEYS) if resume_dir else None
         if state is None:
             self._logger = Logger(
                 output_dir=self._cfgs.logger_cfgs.log_dir,
@@ -146,42 +142,23 @@ class MetaCPO(CPO):
         if state is None:
             self._logger.torch_save()
         else:
-            self._restore(state)
+            self.load_state_dict(state)
         self._meta_tester = MetaTester(self._cfgs, self._env_id, self._seed, self._learner)
         for key in self._log_keys():
             self._logger.register_key(key)
         if state is not None:
             # pylint: disable-next=protected-access
             checkpoint.align_progress(resume_dir, list(self._logger._current_row))
-        # What AlgoWrapper set from train_cfgs.torch_threads, which compat.patch_cli_defaults
-        # capped to the usable cores (the stock CLI asks for 16 whatever the machine).
+        # What AlgoWrapper set from train_cfgs.torch_threads, which the plug-in's CLI fix capped
+        # to the usable cores (the stock CLI asks for 16 whatever the machine).
         self._logger.log(f'INFO: {torch.get_num_threads()} torch threads (train_cfgs.torch_threads,'
-                         f' at most the {compat.usable_cores()} cores this process may use)')
-        self._log_ranks()
-
-    def _log_ranks(self) -> None:
-        """Say how the tasks are spread over ranks, and each rank's pid (to find a stuck one)."""
-        size = parallel.world_size()
-        if size == 1:
-            return
-        pids = [int(p) for p in parallel.gather_rows(torch.tensor([os.getpid()]))]
-        train = self._cfgs.train_cfgs
-        shares = [len(range(r, self._cfgs.algo_cfgs.num_tasks, size)) for r in range(size)]
-        self._logger.log(
-            f'INFO: {size} ranks ({parallel.backend(train.device)}, collectives time out after '
-            f'train_cfgs.dist_timeout = {train.dist_timeout} s); tasks per rank {shares}; '
-            f'rank pids {pids}',
-        )
+                         f' at most the {usable_cores()} cores this process may use)')
+        for line in self._ranks.describe(self._cfgs.train_cfgs):
+            self._logger.log(line)
 
     def _log_keys(self) -> list[str]:
-        keys = ['Metrics/EpRet', 'Metrics/EpCost', 'Metrics/EpDiscCost', 'Metrics/EpLen']
-        keys += ['MetaTrain/PreAdapt/EpRet', 'MetaTrain/PreAdapt/EpCost',
-                 'MetaTrain/PreAdapt/EpDiscCost']
-        keys += [f'MetaTrain/Inner/Case/{case.name}' for case in CPOCase]
-        keys += ['MetaTrain/Inner/StepFraction', 'MetaTrain/Inner/Backtracks',
-                 'MetaTrain/Inner/Rejected', *self._INNER_DIAGNOSTICS]
-        keys += ['Meta/GradNormF', 'Meta/GradNormG', 'Meta/b', 'Meta/Case', 'Meta/StepFraction',
-                 'Meta/Backtracks', 'Meta/Accepted', 'Meta/StepNorm']
+        keys = list(ADAPTATION_KEYS)
+        keys += ['Meta/GradNormF', 'Meta/GradNormG', *MetaStepResult().log_values()]
         keys += ['Faults/NonFinite', 'Faults/SolverErrors']
         keys += ['Loss/Loss_reward_critic', 'Loss/Loss_cost_critic', 'Value/reward', 'Value/cost']
         keys += self._meta_tester.log_keys()
@@ -193,7 +170,7 @@ class MetaCPO(CPO):
     # ------------------------------------------------------------------------------ training
     def learn(self) -> tuple[float, float, float]:
         """Run meta-iterations until ``train_cfgs.total_steps`` environment steps."""
-        start = time.time() - self._elapsed_before
+        start = time.time() - self._elapsed
         epochs = self._cfgs.train_cfgs.epochs
         self._logger.log(
             f'INFO: {type(self).__name__} on {self._env_id}: {epochs} meta-iterations of '
@@ -205,111 +182,108 @@ class MetaCPO(CPO):
         # several ranks only rank 0 draws it, scaling its own steps to all ranks' (M tasks for
         # its share of them).
         progress = RunProgress(epochs * self._steps_per_epoch,
-                               self._start_iteration * self._steps_per_epoch,
-                               enabled=None if self._rank == 0 else False)
-        share = self._cfgs.algo_cfgs.num_tasks / len(self._task_indices)
+                               self._next_iteration * self._steps_per_epoch,
+                               enabled=None if self._ranks.is_main else False)
+        share = self._cfgs.algo_cfgs.num_tasks / len(self._ranks.indices)
         self._progress_callback = progress.advance if share == 1 else (
             lambda steps, description: progress.advance(round(steps * share), description))
         progress.start()
         try:
             # A rank's error names the rank, and stops the other ranks instead of leaving them
             # waiting in a collective (torchrun ends the run when one rank fails).
-            with parallel.rank_failures(self._cfgs.train_cfgs.dist_timeout):
+            with self._ranks.failures(self._cfgs.train_cfgs.dist_timeout):
                 self._train(start, epochs)
         finally:
             progress.close()
             self._progress_callback = None
-        if parallel.world_size() > 1:
-            self._logger.log(f'INFO: state digest per rank after the last meta-iteration: '
-                             f'{self._digests} (theta, critics and their optimisers, normaliser)')
+        for line in self._ranks.report():
+            self._logger.log(line)
         self._logger.close()
         self._env.close()
         return self._last_metrics
 
     def _train(self, start: float, epochs: int) -> None:
         """Meta-iterations (with meta-tests, logs, saves and checkpoints) up to ``epochs``."""
-        for iteration in range(self._start_iteration, epochs):
+        for iteration in range(self._next_iteration, epochs):
             epoch_start = time.time()
             self._meta_iteration(iteration)
-            if self._meta_tester.due(iteration, epochs) and self._rank == 0:
+            if self._meta_tester.due(iteration, epochs) and self._ranks.is_main:
                 # Meta-testing runs on rank 0 alone (every rank holds the same theta, critics
                 # and normaliser): its results are those of a one-rank run with the same state.
                 # The other ranks wait for it at the logger's collectives below.
                 test_start = time.time()
-                self._meta_tester.run(self._policy.flat_params().cpu(), self._rollout_critics(),
-                                      self._env.obs_normalizer, self._logger)
+                self._meta_tester.run(self._policy.flat_params().cpu(),
+                                      cpu_critics(self._actor_critic), self._env.obs_normalizer,
+                                      self._logger)
                 self._logger.store({'Time/MetaTest': time.time() - test_start})
-            self._store({'Train/Epoch': iteration,
-                         'TotalEnvSteps': (iteration + 1) * self._steps_per_epoch})
+            self._ranks.store_once(self._logger, {
+                'Train/Epoch': iteration, 'TotalEnvSteps': (iteration + 1) * self._steps_per_epoch})
             self._logger.store({
                 'Time/Epoch': time.time() - epoch_start,
                 'Time/Total': time.time() - start,
                 'Time/FPS': self._steps_per_epoch / (time.time() - epoch_start),
             })
             self._logger.dump_tabular()
+            self._next_iteration, self._elapsed = iteration + 1, time.time() - start
             last = iteration + 1 == epochs
             if (iteration + 1) % self._cfgs.logger_cfgs.save_model_freq == 0 or last:
                 self._logger.torch_save()
             if (iteration + 1) % self._cfgs.train_cfgs.checkpoint_freq == 0 or last:
-                checkpoint.save(self, iteration, time.time() - start)
+                checkpoint.save(self.state_dict(), self._logger.log_dir)
 
+    # ------------------------------------------------------------ Algorithm 1, lines 3 to 15
     def _meta_iteration(self, iteration: int) -> None:
-        cfgs = self._cfgs.algo_cfgs
-        num_tasks = cfgs.num_tasks
+        """Sample M tasks, adapt each (K inner steps), meta-gradient, meta step, critics, logs."""
         timers = dict.fromkeys(('Rollout', 'Inner', 'MetaGrad', 'MetaStep', 'Critic'), 0.0)
         theta = self._policy.flat_params().requires_grad_(True)
         # Every rank draws the same M tasks and adapts its share of them (all, on one rank).
-        self._env.seed_tasks(rollout_seed(self._seed, iteration, _TASKS))
-        tasks = [self._env.sample_task() for _ in range(num_tasks)]
-        mine = self._task_indices
+        self._env.seed_tasks(rollout_seed(self._seed, iteration, SeedStream.TASKS))
+        tasks = [self._env.sample_task() for _ in range(self._cfgs.algo_cfgs.num_tasks)]
+        mine = self._ranks.indices
 
-        self._meta_log = {'Meta/Case': -1, 'Meta/StepFraction': 0.0, 'Meta/Backtracks': 0,
-                          'Meta/Accepted': 0.0, 'Meta/StepNorm': 0.0, 'Meta/b': float('nan')}
         self._normalizer_sync.begin()
-        results, losses = self._adapt_tasks(theta, [tasks[i] for i in mine], iteration,
-                                            AdaptationStats(), timers, indices=mine)
+        results, losses = self._adapt_tasks(theta, [tasks[i] for i in mine], iteration, timers,
+                                            indices=mine)
         self._normalizer_sync.end()  # every rank's normaliser now holds every rank's rollouts
         # What the meta step and the logs need from every task, in task order on every rank.
-        summary = parallel.gather_tasks(self._task_summary(results), num_tasks)
-        stats = self._global_stats(summary)
+        summaries = TaskSummary.from_tensor(self._ranks.gather_tasks(TaskSummary.to_tensor(
+            [TaskSummary.of(r, self._env.episode_length, self._learner.cost_value(r.post))
+             for r in results])))
+        stats = count_steps(summaries)
         self._faults['non_finite'] += stats.non_finite
         self._faults['solver'] += stats.solver_errors
 
         tick = time.time()
-        # dF_i/dtheta and dG_i/dtheta through all K steps: the exact chain of eq. (11).
-        local = [torch.stack([torch.autograd.grad(loss_f, theta, retain_graph=True)[0],
-                              torch.autograd.grad(loss_g, theta)[0]])
-                 for loss_f, loss_g in losses]
-        task_grads = parallel.gather_tasks(torch.stack(local), num_tasks)
-        grad_f = torch.zeros_like(theta)
-        grad_g = torch.zeros_like(theta)
-        fault = False
-        for d_f, d_g in task_grads:  # task order, whichever rank adapted the task
-            if not (torch.isfinite(d_f).all() and torch.isfinite(d_g).all()):
-                fault = True
-                self._faults['non_finite'] += 1
-            grad_f += d_f / num_tasks
-            grad_g += d_g / num_tasks
+        grad_f, grad_g, finite = self._meta_gradient(theta, losses)
         timers['MetaGrad'] = time.time() - tick
 
         tick = time.time()
-        accepted = False if fault else self._meta_step(theta.detach(), grad_f, grad_g, results,
-                                                       summary)
+        step = MetaStepResult()  # not taken without a finite meta-gradient
+        if finite:
+            # b_theta from the M tasks' J_C(phi_K); the meta trust region on every task's D_0
+            obs = self._pre_adaptation_states(results)
+            step = self._meta_step(theta.detach(), grad_f, grad_g,
+                                   float(np.mean([summary.post_value for summary in summaries])),
+                                   obs, self._post_losses(results),
+                                   self._ranks.mean_over(obs.shape[0]))
+        if step.fault is not None:
+            self._faults[step.fault] += 1
+        if step.accepted:
+            self._policy.load(step.theta)
         timers['MetaStep'] = time.time() - tick
-        self._count_failure(fault or accepted is None)
+        self._count_failure(not finite or step.fault is not None)
 
         tick = time.time()
         self._update_critics(results, iteration)
         timers['Critic'] = time.time() - tick
         self._check_ranks_identical(iteration)
-        self._log_iteration(summary, stats, grad_f, grad_g, timers)
+        self._log_iteration(summaries, stats, grad_f, grad_g, step, timers)
 
     def _adapt_tasks(  # pylint: disable=too-many-arguments
         self,
         theta: torch.Tensor,
         tasks: list[Any],
         iteration: int,
-        stats: AdaptationStats,
         timers: dict[str, float],
         indices: list[int] | None = None,
     ) -> tuple[list[TaskResult], list[tuple[torch.Tensor, torch.Tensor]]]:
@@ -324,7 +298,6 @@ class MetaCPO(CPO):
             theta: The meta-parameters (a leaf that requires grad).
             tasks: The tasks to adapt (this rank's share of the meta-iteration's tasks).
             iteration: The meta-iteration (rollout seeds).
-            stats: Counts the inner steps.
             timers: Accumulates rollout and inner-step time.
             indices: The tasks' indices among the meta-iteration's M tasks (rollout seeds);
                 ``None``: 0, 1, ...
@@ -335,19 +308,20 @@ class MetaCPO(CPO):
         # own steps, never modified in place, so tasks never share adapted parameters.
         phis = [theta] * len(tasks)
         records: list[list[StepRecord]] = [[] for _ in tasks]
-        critics = self._rollout_critics()
+        critics = cpu_critics(self._actor_critic)
         for k in range(cfgs.inner_steps + 1):
             tick = time.time()
             batches = self._env.collect_tasks(
                 self._policy, [phi.detach().cpu() for phi in phis], critics, tasks,
                 self._rollout_steps,
-                [rollout_seed(self._seed, iteration, _ROLLOUT, index, k) for index in indices],
-                batched=cfgs.sampler == 'batched', progress=self._progress_callback,
+                [rollout_seed(self._seed, iteration, SeedStream.ROLLOUT, index, k)
+                 for index in indices],
+                progress=self._progress_callback,
                 description=f'meta-iteration {iteration + 1}: '
                 + (f'inner step {k + 1}/{cfgs.inner_steps}' if k < cfgs.inner_steps
                    else 'post-adaptation rollouts'),
             )
-            batches = [self._to_device(batch) for batch in batches]
+            batches = [batch.to(self._device) for batch in batches]
             timers['Rollout'] += time.time() - tick
             if k == cfgs.inner_steps:
                 break
@@ -355,7 +329,6 @@ class MetaCPO(CPO):
             for index, batch in enumerate(batches):
                 phis[index], record = self._learner.inner_step(phis[index], batch,
                                                                cfgs.cost_limit, create_graph=True)
-                stats.record(record)
                 records[index].append(record)
             timers['Inner'] += time.time() - tick
         results = [TaskResult(task_records, post, phi.detach())
@@ -364,207 +337,50 @@ class MetaCPO(CPO):
                                                                           strict=True)]
         return results, losses
 
-    # --------------------------------------------------------------- devices (train_cfgs.device)
-    def _rollout_critics(self) -> Any:
-        """The critics as the samplers use them: on the CPU, where the environments step.
-
-        With ``train_cfgs.device: cuda`` the learner's networks live on the GPU; rollouts run
-        CPU copies (made once per meta-iteration: the critics change only at its end) and their
-        data moves to the GPU (:meth:`_to_device`). On the CPU these are the critics themselves.
-        """
-        if self._device.type == 'cpu':
-            return self._actor_critic
-        return SimpleNamespace(
-            reward_critic=copy.deepcopy(self._actor_critic.reward_critic).cpu(),
-            cost_critic=copy.deepcopy(self._actor_critic.cost_critic).cpu(),
-        )
-
-    def _to_device(self, batch: Batch) -> Batch:
-        """A rollout's tensors on the learner's device (the batch itself on the CPU)."""
-        if self._device.type == 'cpu':
-            return batch
-        moved = {field.name: getattr(batch, field.name).to(self._device)
-                 for field in dataclasses.fields(batch)
-                 if isinstance(getattr(batch, field.name), torch.Tensor)}
-        return dataclasses.replace(batch, **moved)
-
-    # ------------------------------------------------------------------ tasks across ranks
-    def _task_summary(self, results: list[TaskResult]) -> torch.Tensor:
-        """One float64 row per task of this rank: what the meta step and the logs need.
-
-        Columns :data:`_SUMMARY`, then :data:`_STEP` for each inner step k. Gathered over ranks
-        in task order (:func:`parallel.gather_tasks`), the rows let every rank compute the same
-        statistics, in the same order, as one rank holding every task would.
-        """
-        length = self._env.episode_length
-        rows = []
-        for result in results:
-            pre = result.records[0].batch if result.records else result.post
-            post = result.post
-            row = [post.reward_rate * length, post.cost_rate * length,
-                   float(np.mean(post.ep_lengths)) if post.ep_lengths else float(post.num_steps),
-                   pre.reward_rate * length, pre.cost_rate * length,
-                   float(sum(r.batch.num_steps for r in result.records) + post.num_steps),
-                   post.disc_cost, pre.disc_cost, self._learner.cost_value(post)]
-            for record in result.records:
-                row += [record.fraction, record.backtracks, record.case,
-                        _FAULTS.index(record.fault), record.kl, record.predicted_cost_change,
-                        record.cost_value]
-            rows.append(row)
-        return torch.tensor(rows, dtype=torch.float64)
+    def _meta_gradient(self, theta: torch.Tensor, losses: list[tuple[torch.Tensor, torch.Tensor]],
+                       ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """dF/dtheta and dG/dtheta, means over all M tasks of the exact chain of eq. (11) through
+        all K steps, and whether every task's gradients were finite (a task's that are not is
+        counted as a fault)."""
+        num_tasks = self._cfgs.algo_cfgs.num_tasks
+        local = [torch.stack([torch.autograd.grad(loss_f, theta, retain_graph=True)[0],
+                              torch.autograd.grad(loss_g, theta)[0]])
+                 for loss_f, loss_g in losses]
+        task_grads = self._ranks.gather_tasks(torch.stack(local))
+        grad_f = torch.zeros_like(theta)
+        grad_g = torch.zeros_like(theta)
+        finite = True
+        for d_f, d_g in task_grads:  # task order, whichever rank adapted the task
+            if not (torch.isfinite(d_f).all() and torch.isfinite(d_g).all()):
+                finite = False
+                self._faults['non_finite'] += 1
+            grad_f += d_f / num_tasks
+            grad_g += d_g / num_tasks
+        return grad_f, grad_g, finite
 
     @staticmethod
-    def _step_column(k: int, name: str) -> int:
-        """Column of ``name`` (one of :data:`_STEP`) of inner step k in a task summary."""
-        return len(_SUMMARY) + k * len(_STEP) + _STEP.index(name)
+    def _pre_adaptation_states(results: list[TaskResult]) -> torch.Tensor:
+        """The states of D_0 of this rank's tasks: where the meta step's KL is measured."""
+        return torch.cat([r.records[0].batch.obs if r.records else r.post.obs for r in results])
 
-    def _global_stats(self, summary: torch.Tensor) -> AdaptationStats:
-        """The inner steps of all tasks counted in the order one rank records them (k, task)."""
-        stats = AdaptationStats()
-        rows = summary.tolist()
-        column = self._step_column
-        for k in range(self._cfgs.algo_cfgs.inner_steps):
-            for row in rows:
-                stats.count(row[column(k, 'fraction')], int(row[column(k, 'case')]),
-                            int(row[column(k, 'backtracks')]),
-                            _FAULTS[int(row[column(k, 'fault')])], row[column(k, 'kl')])
-        return stats
-
-    def _store(self, values: dict[str, Any]) -> None:
-        """Log values that every rank holds (reduced over all tasks) once, from rank 0.
-
-        OmniSafe's logger averages a key over every value stored on every rank, so a value known
-        to all ranks is stored by rank 0 alone; timings, which differ, are stored by every rank
-        (their mean is logged).
-        """
-        if self._rank == 0:
-            self._logger.store(values)
-
-    def _check_ranks_identical(self, iteration: int) -> None:
-        """Compare theta, the critics with their optimisers and the normaliser across ranks."""
-        if parallel.world_size() == 1:
-            return
-        tensors = list(self._actor_critic.actor.parameters())
-        for critic, optimizer in (
-            (self._actor_critic.reward_critic, self._actor_critic.reward_critic_optimizer),
-            (self._actor_critic.cost_critic, self._actor_critic.cost_critic_optimizer),
-        ):
-            tensors += list(critic.parameters())
-            for state in optimizer.state_dict()['state'].values():
-                tensors += [value for value in state.values() if isinstance(value, torch.Tensor)]
-        if self._env.obs_normalizer is not None:
-            tensors += list(self._env.obs_normalizer.state_dict().values())
-        self._digests = parallel.check_identical(
-            parallel.state_digest(tensors),
-            f'after meta-iteration {iteration + 1}: theta, the critics or the normaliser',
-        )
-
-    def _meta_step(
-        self,
-        theta: torch.Tensor,
-        grad_f: torch.Tensor,
-        grad_g: torch.Tensor,
-        results: list[TaskResult],
-        summary: torch.Tensor,
-    ) -> bool | None:
-        """The meta CPO step of eq. (12) with backtracking; ``None`` on a solver failure.
-
-        Args:
-            theta: The meta-parameters.
-            grad_f: dF/dtheta, the mean over all M tasks.
-            grad_g: dG/dtheta, the mean over all M tasks.
-            results: This rank's tasks (their stored rollouts, replayed by the line search).
-            summary: Every task's summary row, in task order (:meth:`_task_summary`).
-        """
-        cfgs = self._cfgs.algo_cfgs
-        cost_limit = cfgs.cost_limit
-        # b_theta = mean_i J_C(phi_i^K) - h over all M tasks (J_C on the scale of cost_measure).
-        post_cost = float(np.mean(summary[:, _SUMMARY.index('post_value')].tolist()))
-        b_theta = post_cost - cost_limit
-        if not self.constrained:
-            grad_g, b_theta = torch.zeros_like(grad_g), -1.0
-        # The meta trust region is on theta (eq. 12); with the Fisher metric, the KL of pi_theta
-        # on the pre-adaptation states D_0 of every task. A rank holds its tasks' states: means
-        # over them are averaged over ranks, weighted by their number of states.
-        obs = torch.cat([r.records[0].batch.obs if r.records else r.post.obs for r in results])
-        mean_over = None
-        if parallel.world_size() > 1:
-            def mean_over(local_mean: torch.Tensor) -> torch.Tensor:
-                return parallel.weighted_average(local_mean, obs.shape[0])
-        fvp = None
-        if cfgs.metric == 'fisher' and mean_over is None:
-            fvp = self._policy.fisher_vector_product(theta, obs, cfgs.cg_damping)
-        elif cfgs.metric == 'fisher':
-            # (F + damping I) v with F the KL's Hessian on all ranks' states.
-            local_fvp = self._policy.fisher_vector_product(theta, obs, 0.0)
-
-            def global_fvp(vector: torch.Tensor) -> torch.Tensor:
-                return mean_over(local_fvp(vector)) + cfgs.cg_damping * vector
-
-            fvp = global_fvp
-        try:
-            step = cpo_step(grad_f, grad_g,
-                            torch.as_tensor(b_theta, dtype=theta.dtype, device=theta.device),
-                            torch.as_tensor(cfgs.meta_delta, dtype=theta.dtype,
-                                            device=theta.device),
-                            backend=cfgs.dco_backend, metric=cfgs.metric, fvp=fvp)
-        except CPOStepError:  # a solver failure of the cvxpylayers backend
-            self._faults['solver'] += 1
-            self._meta_log['Meta/b'] = b_theta
-            return None
-        x, case = step.x.detach(), int(step.case)
-        if self.constrained and b_theta > 0 and cfgs.get('meta_over_limit', 'cpo') == 'recover':
-            # (Not in the paper: algo_cfgs.meta_over_limit.) Over the limit, the recovery step of
-            # eq. (4) even where the linearised problem is feasible: CPO then also climbs F on the
-            # promise of a cost drop that the (noisy, optimistic) dG/dtheta makes and the next
-            # rollouts do not show (README, issue 10).
-            direction = grad_g.detach() if fvp is None else cg_solve(fvp, grad_g.detach())
-            x = -torch.sqrt(2 * cfgs.meta_delta / (grad_g.detach() @ direction)) * direction
-            case = int(CPOCase.INFEASIBLE_RECOVERY)
-        if not bool(torch.isfinite(x).all()):
-            self._faults['non_finite'] += 1
-            self._meta_log.update({'Meta/Case': case, 'Meta/b': b_theta})
-            return None
+    def _post_losses(self, results: list[TaskResult]
+                     ) -> Callable[[torch.Tensor], tuple[float, float]]:
+        """F and G (eq. 10) of a candidate theta, means over all M tasks in task order: each
+        task's inner steps replayed on its stored rollouts (by the rank that holds them)."""
+        cost_limit = self._cfgs.algo_cfgs.cost_limit
 
         def post_losses(candidate: torch.Tensor) -> tuple[float, float]:
-            """F and G (eq. 10) of a candidate theta: inner steps replayed on stored rollouts.
-
-            Each rank replays its tasks; the means are over all M tasks, in task order.
-            """
             local = []
             for result in results:
                 phi = self._learner.replay(candidate, result.records, cost_limit)
                 with torch.no_grad():
                     loss_f, loss_g = self._learner.surrogates(phi, result.post)
                 local.append([float(loss_f), float(loss_g)])
-            values = parallel.gather_tasks(torch.tensor(local, dtype=torch.float64),
-                                           cfgs.num_tasks).tolist()
+            values = self._ranks.gather_tasks(torch.tensor(local, dtype=torch.float64)).tolist()
             return (float(np.mean([value[0] for value in values])),
                     float(np.mean([value[1] for value in values])))
 
-        base_f, base_g = post_losses(theta)
-
-        def evaluate(fraction: float) -> tuple[float, float, float]:
-            candidate = theta + fraction * x
-            loss_f, loss_g = post_losses(candidate)
-            cost_increase = loss_g - base_g if self.constrained else 0.0
-            with torch.no_grad():
-                divergence = float(self._learner.trust_region_measure(
-                    theta, candidate, obs, cfgs.meta_delta, mean_over=mean_over))
-            return loss_f - base_f, cost_increase, divergence
-
-        search = self._learner.line_search(x, evaluate, case, b_theta, cfgs.meta_delta)
-        if search.accepted:
-            self._policy.load(theta + search.fraction * x)
-        self._meta_log = {
-            'Meta/Case': case,
-            'Meta/StepFraction': search.fraction,
-            'Meta/Backtracks': search.num_backtracks,
-            'Meta/Accepted': float(search.accepted),
-            'Meta/StepNorm': float(search.fraction * x.norm()),
-            'Meta/b': b_theta,
-        }
-        return search.accepted
+        return post_losses
 
     def _count_failure(self, failed: bool) -> None:
         self._consecutive_failures = self._consecutive_failures + 1 if failed else 0
@@ -586,7 +402,7 @@ class MetaCPO(CPO):
         critic, then each hands its critic and optimiser state to the others. The critics of an
         N-rank run are those of a one-rank run, bit for bit, and OmniSafe's per-minibatch gradient
         averaging, a collective per parameter per minibatch that cost more than the fit itself,
-        is skipped (:func:`parallel.local_gradients`).
+        is skipped (:meth:`Ranks.local_gradients`).
         """
         # Per task: its K inner rollouts, then (after all tasks) the post-adaptation rollouts,
         # the order of one rank's fit. Columns: observation, reward target, cost target.
@@ -594,21 +410,21 @@ class MetaCPO(CPO):
             return torch.cat([torch.cat([b.obs, b.target_value_r[:, None],
                                          b.target_value_c[:, None]], dim=1) for b in batches])
 
-        num_tasks = self._cfgs.algo_cfgs.num_tasks
-        inner = parallel.gather_task_data(
-            [rows([r.batch for r in result.records]) for result in results], num_tasks)
-        post = parallel.gather_task_data([rows([result.post]) for result in results], num_tasks)
+        inner = self._ranks.gather_task_data(
+            [rows([r.batch for r in result.records]) for result in results])
+        post = self._ranks.gather_task_data([rows([result.post]) for result in results])
         data = torch.cat(inner + post)
         obs, target_r, target_c = data[:, :-2], data[:, -2], data[:, -1]
         ac = self._actor_critic
-        fits = [(parallel.owner(0), self._update_reward_critic, target_r,
-                 ac.reward_critic, ac.reward_critic_optimizer),
-                (parallel.owner(1), self._update_cost_critic, target_c,
-                 ac.cost_critic, ac.cost_critic_optimizer)]
-        mine = [(update, target) for owner, update, target, _, _ in fits if owner == self._rank]
-        generator = torch.Generator().manual_seed(rollout_seed(self._seed, iteration, _CRITIC))
+        fits = [(self._update_reward_critic, target_r, ac.reward_critic,
+                 ac.reward_critic_optimizer),
+                (self._update_cost_critic, target_c, ac.cost_critic, ac.cost_critic_optimizer)]
+        owned = [(update, target) for index, (update, target, _, _) in enumerate(fits)
+                 if self._ranks.owns(index)]
+        generator = torch.Generator().manual_seed(
+            rollout_seed(self._seed, iteration, SeedStream.CRITIC))
         batch_size = self._cfgs.algo_cfgs.batch_size
-        with parallel.local_gradients():
+        with self._ranks.local_gradients():
             for _ in range(self._cfgs.algo_cfgs.update_iters):
                 # Shuffled minibatches by indexing the tensors (a DataLoader over a
                 # TensorDataset fetches and collates 512 single samples per minibatch: most of
@@ -616,86 +432,84 @@ class MetaCPO(CPO):
                 order = torch.randperm(obs.shape[0], generator=generator).to(obs.device)
                 for start in range(0, obs.shape[0], batch_size):
                     index = order[start:start + batch_size]
-                    for update, target in mine:
+                    for update, target in owned:
                         update(obs[index], target[index])
-        for owner, _, _, critic, optimizer in fits:
-            parallel.share_from(owner, critic, optimizer)
+        for index, (_, _, critic, optimizer) in enumerate(fits):
+            self._ranks.share_from_owner(index, critic, optimizer)
         with torch.no_grad():
-            self._store({'Value/reward': self._actor_critic.reward_critic(obs)[0].mean().item(),
-                         'Value/cost': self._actor_critic.cost_critic(obs)[0].mean().item()})
+            self._ranks.store_once(self._logger, {
+                'Value/reward': self._actor_critic.reward_critic(obs)[0].mean().item(),
+                'Value/cost': self._actor_critic.cost_critic(obs)[0].mean().item()})
 
-    def _log_iteration(
+    def _check_ranks_identical(self, iteration: int) -> None:
+        """Compare theta, the critics with their optimisers and the normaliser across ranks."""
+        tensors = list(self._actor_critic.actor.parameters())
+        for critic, optimizer in (
+            (self._actor_critic.reward_critic, self._actor_critic.reward_critic_optimizer),
+            (self._actor_critic.cost_critic, self._actor_critic.cost_critic_optimizer),
+        ):
+            tensors += list(critic.parameters())
+            for state in optimizer.state_dict()['state'].values():
+                tensors += [value for value in state.values() if isinstance(value, torch.Tensor)]
+        if self._env.obs_normalizer is not None:
+            tensors += list(self._env.obs_normalizer.state_dict().values())
+        self._ranks.check_identical(
+            tensors, f'after meta-iteration {iteration + 1}: theta, the critics or the normaliser')
+
+    def _log_iteration(  # pylint: disable=too-many-arguments
         self,
-        summary: torch.Tensor,
+        summaries: list[TaskSummary],
         stats: AdaptationStats,
         grad_f: torch.Tensor,
         grad_g: torch.Tensor,
+        step: MetaStepResult,
         timers: dict[str, float],
     ) -> None:
-        """Store the meta-iteration's statistics over all M tasks (rank 0) and this rank's times."""
-        columns = summary.T.tolist()  # one list per summary column, tasks in order
-
-        def mean(name: str) -> float:
-            return float(np.mean(columns[_SUMMARY.index(name)]))
-
-        self._last_metrics = (mean('post_return'), mean('post_cost'), mean('post_length'))
-        self._store({
-            # Post-adaptation performance is what Meta-CPO optimises (F and G of eq. 10).
-            'Metrics/EpRet': self._last_metrics[0],
-            'Metrics/EpCost': self._last_metrics[1],
-            'Metrics/EpLen': self._last_metrics[2],
-            'Metrics/EpDiscCost': mean('post_disc_cost'),
-            'MetaTrain/PreAdapt/EpRet': mean('pre_return'),
-            'MetaTrain/PreAdapt/EpCost': mean('pre_cost'),
-            'MetaTrain/PreAdapt/EpDiscCost': mean('pre_disc_cost'),
-            'MetaTrain/Inner/StepFraction': float(np.mean(stats.fractions or [0.0])),
-            'MetaTrain/Inner/Backtracks': float(np.mean(stats.backtracks or [0])),
-            'MetaTrain/Inner/Rejected': stats.rejected,
+        """Store the meta-iteration's statistics over all M tasks (once) and this rank's times."""
+        values = adaptation_log(summaries, stats)
+        self._last_metrics = (values['Metrics/EpRet'], values['Metrics/EpCost'],
+                              values['Metrics/EpLen'])
+        self._ranks.store_once(self._logger, {
+            **values,
             'Meta/GradNormF': float(grad_f.norm()),
             'Meta/GradNormG': float(grad_g.norm()),
+            **step.log_values(),
             'Faults/NonFinite': self._faults['non_finite'],
             'Faults/SolverErrors': self._faults['solver'],
         })
-        self._store({f'MetaTrain/Inner/Case/{name}': count
-                     for name, count in stats.cases.items()})
-        self._store(self._inner_diagnostics(summary))
-        self._store(self._meta_log)
         self._logger.store({f'Time/{name}': value for name, value in timers.items()})
 
-    def _inner_diagnostics(self, summary: torch.Tensor) -> dict[str, float]:
-        """How far the inner steps moved the policy, and whether the surrogates foresaw the cost.
-
-        Per inner step k of every task: the KL between pi_phi_k and pi_phi_k+1 on D_k's states,
-        the cost change the surrogate predicted on D_k (L_C(phi_k+1) - L_C(phi_k)) and the change
-        measured by the next rollout (J_C(D_k+1) - J_C(D_k), cost per episode on the scale of
-        ``algo_cfgs.cost_measure``). Steps rejected by a fault are left out.
-        """
-        kls, predicted, measured = [], [], []
-        column = self._step_column
-        steps = range(self._cfgs.algo_cfgs.inner_steps)
-        for row in summary.tolist():  # tasks in order
-            costs = [row[column(k, 'cost')] for k in steps]
-            costs.append(row[_SUMMARY.index('post_value')])
-            for k in steps:
-                if _FAULTS[int(row[column(k, 'fault')])] is None:
-                    kls.append(row[column(k, 'kl')])
-                    predicted.append(row[column(k, 'predicted_cost_change')])
-                    measured.append(costs[k + 1] - costs[k])
-        if not kls:
-            return dict.fromkeys(self._INNER_DIAGNOSTICS, float('nan'))
+    # ---------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next meta-iteration depends on that the seed does not give
+        (:mod:`omnisafe_metacpo.checkpoint`)."""
+        actor_critic = self._actor_critic
+        normalizer = self._env.obs_normalizer
         return {
-            'MetaTrain/Inner/KL': float(np.mean(kls)),
-            'MetaTrain/Inner/KLMax': float(np.max(kls)),
-            'MetaTrain/Inner/PredictedCostChange': float(np.mean(predicted)),
-            'MetaTrain/Inner/MeasuredCostChange': float(np.mean(measured)),
-            'MetaTrain/Inner/CostChangeError': float(np.mean(np.abs(np.subtract(predicted,
-                                                                                measured)))),
+            'iteration': self._next_iteration - 1,
+            'progress_rows': self._logger.current_epoch,
+            'elapsed': self._elapsed,
+            'actor': actor_critic.actor.state_dict(),
+            'reward_critic': actor_critic.reward_critic.state_dict(),
+            'cost_critic': actor_critic.cost_critic.state_dict(),
+            'reward_critic_optimizer': actor_critic.reward_critic_optimizer.state_dict(),
+            'cost_critic_optimizer': actor_critic.cost_critic_optimizer.state_dict(),
+            'obs_normalizer': None if normalizer is None else normalizer.state_dict(),
+            'faults': dict(self._faults),
+            'consecutive_failures': self._consecutive_failures,
         }
 
-    _INNER_DIAGNOSTICS = ('MetaTrain/Inner/KL', 'MetaTrain/Inner/KLMax',
-                          'MetaTrain/Inner/PredictedCostChange',
-                          'MetaTrain/Inner/MeasuredCostChange', 'MetaTrain/Inner/CostChangeError')
-
-    # ---------------------------------------------------------------------------- checkpoints
-    def _restore(self, state: dict[str, Any]) -> None:
-        checkpoint.restore(self, state)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict` (a checkpoint of this or an older version)."""
+        actor_critic = self._actor_critic
+        actor_critic.actor.load_state_dict(state['actor'])
+        actor_critic.reward_critic.load_state_dict(state['reward_critic'])
+        actor_critic.cost_critic.load_state_dict(state['cost_critic'])
+        actor_critic.reward_critic_optimizer.load_state_dict(state['reward_critic_optimizer'])
+        actor_critic.cost_critic_optimizer.load_state_dict(state['cost_critic_optimizer'])
+        if state['obs_normalizer'] is not None:
+            self._env.obs_normalizer.load_state_dict(state['obs_normalizer'])
+        self._faults = dict(state['faults'])
+        self._consecutive_failures = int(state['consecutive_failures'])
+        self._next_iteration = int(state['iteration']) + 1
+        self._elapsed = float(state['elapsed'])

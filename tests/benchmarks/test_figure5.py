@@ -1,4 +1,5 @@
-"""The Figure-5 comparison: budgets, resumption, caching, and the whole pipeline on a tiny grid."""
+"""The Figure-5 comparison: budgets, resumption, caching, tables on both cost scales, the verdict,
+and the whole pipeline on a tiny grid, in parts and as a report of existing runs."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 
-from benchmarks.figure5 import evaluation, runs, tables
+from benchmarks.figure5 import evaluation, results, runs, tables, verdict
 from benchmarks.figure5.budget import Budget, Job, budget_path
 from benchmarks.figure5.figures import LABELS
 from tests.conftest import REPO
@@ -49,6 +51,24 @@ def test_budgets_compare_alike(name: str, run_dir: str) -> None:
         per_epoch = {job.env_id: job.steps_per_epoch for job in jobs}
         assert per_epoch == {'MetaPointCircle-v0': 30000, 'MetaCarCircleHazard-v0': 30000,
                              'MetaPointButton-v0': 60000}
+    # Without labels, every run goes by its algorithm's name.
+    assert budget.variants() == budget.algos() and all(job.variant == job.algo for job in jobs)
+
+
+def test_the_540k_budget_adds_the_paper_preset_and_the_deterministic_evaluation(
+        run_dir: str) -> None:
+    budget = Budget(budget_path('540k'))
+    jobs = budget.jobs(run_dir, write=False)
+    assert len(jobs) == 54 and {job.algo for job in jobs} == ALGOS | {'MetaCPOPaper'}
+    assert len({job.total_steps for job in jobs}) == 1
+    assert all(budget.meta_test_cfgs(env)['eval_episodes'] == 2 for env in ENVS)
+    # A part of it: the meta-learners of one env, by algorithm.
+    part = budget.select(['MetaCarCircleHazard-v0'], ['MetaCPO', 'MetaCPOPaper'])
+    assert {(job.algo, job.env_id) for job in part.jobs(run_dir, write=False)} == {
+        ('MetaCPO', 'MetaCarCircleHazard-v0'), ('MetaCPOPaper', 'MetaCarCircleHazard-v0')}
+    assert set(budget.env_ids()) == set(ENVS)  # the selection is a copy
+    with pytest.raises(SystemExit, match='MetaSAC'):
+        budget.select(None, ['MetaSAC'])
 
 
 def _fake_run(root: str, epochs: int, rows: int, saved: list[int]) -> tuple[Job, str]:
@@ -79,6 +99,15 @@ def test_a_run_stopped_between_row_and_save_is_unfinished(run_dir: str) -> None:
     assert not runs.is_finished(run)
 
 
+def test_an_interrupted_run_with_a_resume_checkpoint_is_kept_to_go_on(run_dir: str) -> None:
+    job, run = _fake_run(run_dir, epochs=3, rows=1, saved=[0])
+    assert runs.resumable_run(job) is None  # a stock run: nothing to resume from
+    os.makedirs(os.path.join(run, 'checkpoints'))
+    torch.save({}, os.path.join(run, 'checkpoints', 'last.pt'))  # what MetaCPO writes
+    assert runs.resumable_run(job) == run
+    assert runs.remove_unfinished(job, keep=run) == [] and os.path.isdir(run)
+
+
 def test_cached_meta_test_is_reused_only_with_the_same_settings(run_dir: str) -> None:
     settings = {'num_tasks': 3, 'adapt_steps': 5, 'rollout_steps': 1000, 'cost_limit': 5.0}
     path = evaluation.cache_path(run_dir, 4)
@@ -93,12 +122,103 @@ def test_cached_meta_test_is_reused_only_with_the_same_settings(run_dir: str) ->
     assert evaluation.cached(run_dir, 4, settings) is None
 
 
-def _figure5(run_dir: str, budget: str) -> subprocess.CompletedProcess:
+def test_old_caches_give_adapt_rows_only_and_nan_discounted_costs() -> None:
+    """Meta-tests cached before the deterministic evaluation or the discounted cost existed."""
+    old = {f'MetaTest/{m}/step_{k}': float(k) for m in ('EpRet', 'EpCost') for k in range(3)}
+    rows = results.record_rows(old, adapt_steps=2)
+    assert [(r['mode'], r['adapt_step']) for r in rows] == [('adapt', 0), ('adapt', 1),
+                                                            ('adapt', 2)]
+    assert all(pd.isna(r['disc_cost']) for r in rows) and rows[2]['cost'] == 2.0
+    new = {f'{prefix}/{m}/step_{k}': 10.0 * k + (prefix == 'MetaTest/Eval')
+           for prefix in ('MetaTest', 'MetaTest/Eval')
+           for m in ('EpRet', 'EpCost', 'EpDiscCost') for k in range(3)}
+    rows = results.record_rows(new, adapt_steps=2)
+    assert [(r['mode'], r['adapt_step']) for r in rows] == [
+        (mode, k) for mode in ('adapt', 'eval') for k in range(3)]
+    assert rows[5] == {'mode': 'eval', 'adapt_step': 2, 'return': 21.0, 'cost': 21.0,
+                       'disc_cost': 21.0}
+
+
+def _row(variant: str, algo: str, mode: str, costs: list[float], returns: list[float],
+         disc: list[float] | None = None, seeds: int = 3) -> list[dict]:
+    """Rows of meta_test.csv for one variant and mode (adaptation steps 0..K)."""
+    disc = disc or [float('nan')] * len(costs)
+    return [{'env_id': 'E', 'algo': algo, 'variant': variant, 'mode': mode, 'adapt_step': k,
+             'return_mean': returns[k], 'return_se': 0.5, 'cost_mean': costs[k],
+             'cost_se': 1.0, 'disc_cost_mean': disc[k], 'disc_cost_se': 0.1,
+             'cost_limit': 5.0, 'seeds': seeds} for k in range(len(costs))]
+
+
+def test_verdict_on_a_hand_made_table() -> None:
+    """K = 2, h = 5: the cost after step K, at every step 1..K, and the return against
+    CPOCorrected's, on both scales; variants not run, not meta-tested, without evaluation."""
+    rows = (_row('MetaCPO', 'MetaCPO', 'adapt', [8, 4, 3], [0, 5, 10], [9, 2, 1])
+            + _row('MetaCPO', 'MetaCPO', 'eval', [9, 9, 9], [0, 5, 10], [2, 6, 4])
+            + _row('MetaCPOPaper', 'MetaCPOPaper', 'adapt', [1, 2, 7], [0, 5, 12])
+            + _row('MetaCPOPaper', 'MetaCPOPaper', 'eval', [0, 0, 0], [0, 5, 12], [0, 1, 1])
+            + _row('CPOCorrected', 'CPOCorrected', 'adapt', [0, 0, 0], [0, 5, 9], [0, 0, 0])
+            + _row('CPOCorrected', 'CPOCorrected', 'eval', [0, 0, 0], [0, 5, 11], [0, 0, 0])
+            + _row('TRPO', 'TRPO', 'adapt', [50, 60, 70], [0, 5, 20], [9, 9, 9], seeds=2))
+    table = pd.DataFrame(rows, columns=tables.COLUMNS)
+    entries = pd.DataFrame(
+        [('E', name, name, 3, finished) for name, finished in (
+            ('MetaCPO', 3), ('MetaCPOPaper', 3), ('MetaTRPO', 3), ('CPO', 0),
+            ('CPOCorrected', 3), ('TRPO', 2))],
+        columns=['env_id', 'variant', 'algo', 'seeds_planned', 'runs_finished'])
+    frame = verdict.verdict(table, entries, {'E': {'adapt_steps': 2, 'cost_limit': 5.0}})
+    assert list(frame.columns) == verdict.COLUMNS
+    assert len(frame) == 6 * 4  # every variant on every (scale, mode)
+    by = {(r['variant'], r['scale'], r['mode']): r for r in frame.to_dict('records')}
+
+    # OmniSafe's scale: MetaCPO at most h after steps 1 and 2 (not judged at 0), return 10 >= 9.
+    row = by[('MetaCPO', 'episode', 'adapt')]
+    assert (row['cost_mean'], row['cost_se'], row['cost_before_mean']) == (3, 1.0, 8)
+    assert row['at_most_h_after_K'] and row['at_most_h_every_step']
+    assert (row['worst_step'], row['worst_cost_mean']) == (1, 4)
+    assert row['return_at_least_reference'] and row['passes']
+    assert row['reference'] == 'CPOCorrected' and row['reference_return_mean'] == 9
+    # The paper's scale: at most h after step K = 2 but above it after step 1; return 10 < 11.
+    row = by[('MetaCPO', 'discounted', 'eval')]
+    assert row['at_most_h_after_K'] and not row['at_most_h_every_step']
+    assert row['worst_step'] == 1 and not row['return_at_least_reference'] and not row['passes']
+    assert 'above it after step 1' in row['verdict']
+    row = by[('MetaCPOPaper', 'episode', 'adapt')]
+    assert not row['at_most_h_after_K'] and row['return_at_least_reference'] and not row['passes']
+    assert row['verdict'].startswith('cost above h = 5 after 2 steps')
+    assert by[('MetaCPOPaper', 'discounted', 'eval')]['passes']
+    # An old cache: no discounted cost of the adaptation rollouts.
+    assert 'no discounted cost' in by[('MetaCPOPaper', 'discounted', 'adapt')]['verdict']
+    # The reference is not compared with itself; TRPO's 2 of 3 seeds are said.
+    row = by[('CPOCorrected', 'episode', 'adapt')]
+    assert pd.isna(row['return_at_least_reference']) and pd.isna(row['passes'])
+    row = by[('TRPO', 'episode', 'adapt')]
+    assert (row['seeds'], row['seeds_planned']) == (2, 3) and not row['at_most_h_after_K']
+    assert 'no deterministic evaluation' in by[('TRPO', 'discounted', 'eval')]['verdict']
+    assert by[('MetaTRPO', 'episode', 'adapt')]['verdict'] == 'not meta-tested'
+    assert by[('CPO', 'discounted', 'eval')]['verdict'] == 'not run'
+
+    text = verdict.markdown(frame)
+    assert text.index("OmniSafe's scale") < text.index("The paper's Figure 5")
+    assert "| **Meta-CPO** | 3/3 | 8.00 ± 1.00 | 3.00 ± 1.00 | 1: 4.00 | yes |" in text
+    assert '| TRPO | 2/3 |' in text and 'not run' in text
+
+
+def test_verdict_plan_counts_planned_and_finished_runs(run_dir: str) -> None:
+    job, run = _fake_run(run_dir, epochs=2, rows=2, saved=[0, 2])
+    other = Job('grid', run_dir, {'algo': 'CPO', 'env_id': 'MetaPointCircle-v0', 'seed': 2},
+                2, 100, 1)
+    plan = verdict.plan([job, other], results.finished([job, other]))
+    assert plan.to_dict('records') == [{'env_id': 'MetaPointCircle-v0', 'variant': 'CPO',
+                                        'algo': 'CPO', 'seeds_planned': 2, 'runs_finished': 1}]
+    assert results.finished([job, other]) == [(job, run)]
+
+
+def _figure5(run_dir: str, budget: str, *options: str) -> subprocess.CompletedProcess:
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
     result = subprocess.run(
         [sys.executable, '-m', 'benchmarks.figure5', '--budget', budget,
          '--runs-dir', os.path.join(run_dir, 'runs'),
-         '--results-dir', os.path.join(run_dir, 'results'), '--report-every', '30'],
+         '--results-dir', os.path.join(run_dir, 'results'), '--report-every', '30', *options],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -108,28 +228,55 @@ def _mtimes(pattern: str) -> dict[str, float]:
     return {path: os.path.getmtime(path) for path in glob.glob(pattern, recursive=True)}
 
 
-def test_tiny_comparison_end_to_end_then_resumed(run_dir: str) -> None:
-    """Grid -> every algorithm meta-tested with adaptation -> plots and tables; then a second
-    invocation trains only the run it finds unfinished and redoes only the missing meta-test."""
+def _csv(path: str) -> list[dict[str, str]]:
+    with open(path, encoding='utf-8') as file:
+        return list(csv.DictReader(file))
+
+
+def test_tiny_comparison_in_parts_then_resumed_then_reported(run_dir: str) -> None:
+    """The stock algorithms first, then the rest (each report covers all finished runs): every
+    algorithm meta-tested with adaptation on both scales and modes -> plots and tables; a third
+    call trains only the run it finds unfinished and redoes only the missing meta-test; a
+    report of the existing runs trains and meta-tests nothing."""
     budget = budget_path('tiny')
-    first = _figure5(run_dir, budget)
-    assert '15 runs: 0 finished (reused), 15 to train' in first.stdout
-    results = os.path.join(run_dir, 'results')
+    first = _figure5(run_dir, budget, '--algos', 'CPO', 'CPOCorrected', 'TRPO')
+    assert '9 runs: 0 finished (reused), 9 to train' in first.stdout
+    results_dir = os.path.join(run_dir, 'results')
+    assert {r['algo'] for r in _csv(os.path.join(results_dir, 'meta_test.csv'))} == {
+        'CPO', 'CPOCorrected', 'TRPO'}
+    judged = _csv(os.path.join(results_dir, 'verdict.csv'))
+    assert {r['verdict'] for r in judged if r['algo'] in ('MetaCPO', 'MetaTRPO')} == {'not run'}
+
+    second = _figure5(run_dir, budget)
+    assert '15 runs: 9 finished (reused), 6 to train' in second.stdout
     for env_id in ENVS:
-        assert os.path.getsize(os.path.join(results, f'{env_id}.png')) > 20000
-    with open(os.path.join(results, 'meta_test.csv'), encoding='utf-8') as file:
-        rows = list(csv.DictReader(file))
-    with open(os.path.join(results, 'meta_test.csv'), encoding='utf-8') as file:
+        assert os.path.getsize(os.path.join(results_dir, f'{env_id}.png')) > 20000
+        assert os.path.getsize(os.path.join(results_dir, f'{env_id}_adaptation.png')) > 20000
+    rows = _csv(os.path.join(results_dir, 'meta_test.csv'))
+    with open(os.path.join(results_dir, 'meta_test.csv'), encoding='utf-8') as file:
         assert file.readline().strip().split(',') == tables.COLUMNS
-    # Every env x algorithm, adaptation steps 0..K (K = 1 in the tiny budget), test-time h.
-    assert {(r['env_id'], r['algo'], r['adapt_step']) for r in rows} == {
-        (env, algo, str(k)) for env in ENVS for algo in ALGOS for k in (0, 1)}
+    # Every env x algorithm x mode, adaptation steps 0..K (K = 1 in the tiny budget, which
+    # evaluates deterministically too), test-time h, both cost scales.
+    assert {(r['env_id'], r['algo'], r['mode'], r['adapt_step']) for r in rows} == {
+        (env, algo, mode, str(k)) for env in ENVS for algo in ALGOS
+        for mode in ('adapt', 'eval') for k in (0, 1)}
+    assert all(r['variant'] == r['algo'] for r in rows)
     assert {r['cost_limit'] for r in rows if r['env_id'] == 'MetaCarCircleHazard-v0'} == {'5.0'}
     assert all(r['seeds'] == '1' for r in rows)
-    with open(os.path.join(results, 'meta_test.md'), encoding='utf-8') as file:
+    assert all(float(r['disc_cost_mean']) >= 0.0 and float(r['cost_mean']) >= 0.0 for r in rows)
+    # A discounted cost is at most the undiscounted one of the same episodes.
+    assert all(float(r['disc_cost_mean']) <= float(r['cost_mean']) + 1e-9
+               for r in rows if r['mode'] == 'eval')
+    with open(os.path.join(results_dir, 'meta_test.md'), encoding='utf-8') as file:
         markdown = file.read()
     assert all(LABELS[algo] in markdown for algo in ALGOS)
-    assert all(env in markdown for env in ENVS)
+    assert all(env in markdown for env in ENVS) and 'deterministic evaluation' in markdown
+    judged = _csv(os.path.join(results_dir, 'verdict.csv'))
+    assert len(judged) == len(ENVS) * len(ALGOS) * len(verdict.SCALES)
+    assert not any(r['verdict'] in ('not run', 'not meta-tested') for r in judged)
+    assert {r['passes'] for r in judged if r['algo'] == 'MetaCPO'} <= {'True', 'False'}
+    training = _csv(os.path.join(results_dir, 'training.csv'))
+    assert {(r['env_id'], r['algo']) for r in training} == {(e, a) for e in ENVS for a in ALGOS}
     root = os.path.join(run_dir, 'runs')
     caches = _mtimes(os.path.join(root, '**', 'meta_test', 'epoch-*.json'))
     assert len(caches) == 15 * 2  # every run: the initial and the final checkpoint
@@ -141,9 +288,9 @@ def test_tiny_comparison_end_to_end_then_resumed(run_dir: str) -> None:
                                      'epoch-0.json'), recursive=True)
     os.remove(lost)
     progress = _mtimes(os.path.join(root, '**', 'progress.csv'))
-    second = _figure5(run_dir, budget)
-    assert '15 runs: 14 finished (reused), 1 to train' in second.stdout
-    assert 'meta-tests run 3, reused 27' in second.stdout  # the new run's 2 and the lost one
+    third = _figure5(run_dir, budget)
+    assert '15 runs: 14 finished (reused), 1 to train' in third.stdout
+    assert 'meta-tests run 3, reused 27' in third.stdout  # the new run's 2 and the lost one
     assert not os.path.exists(cpo_run)  # the unfinished run was removed and trained again
     after = _mtimes(os.path.join(root, '**', 'progress.csv'))
     assert {path: t for path, t in after.items() if path in progress} == {
@@ -151,3 +298,16 @@ def test_tiny_comparison_end_to_end_then_resumed(run_dir: str) -> None:
     kept = _mtimes(os.path.join(root, '**', 'meta_test', 'epoch-*.json'))
     assert all(kept[path] == t for path, t in caches.items()
                if path != lost and not path.startswith(cpo_run))
+
+    # The report alone, from the runs as they are: the same table, nothing in the runs touched.
+    with open(os.path.join(results_dir, 'meta_test.csv'), encoding='utf-8') as file:
+        table = file.read()
+    everything = _mtimes(os.path.join(root, '**', '*'))
+    for name in os.listdir(results_dir):
+        os.remove(os.path.join(results_dir, name))
+    report = _figure5(run_dir, budget, '--report-only')
+    assert 'trained' not in report.stdout and 'report of 15/15 finished runs' in report.stdout
+    with open(os.path.join(results_dir, 'meta_test.csv'), encoding='utf-8') as file:
+        assert file.read() == table
+    assert _mtimes(os.path.join(root, '**', '*')) == everything
+    assert os.path.exists(os.path.join(results_dir, 'verdict.md'))

@@ -89,7 +89,7 @@ def test_leaving_the_circle_at_step_300_costs_200_against_4_25() -> None:
 
 
 def test_unknown_measure_names_the_field_and_the_allowed_values() -> None:
-    with pytest.raises(ValueError, match='algo_cfgs.cost_measure.*episode, discounted'):
+    with pytest.raises(ValueError, match=r'algo_cfgs\.cost_measure.*episode, discounted'):
         cost_measures.check_measure('per_step')
     assert cost_measures.check_measure('discounted') == 'discounted'
     assert math.isclose(cost_measures.discount_weights(3, [], 0.5)[2], 0.25)

@@ -70,7 +70,7 @@ def test_spawned_worker_sees_plugin() -> None:
 def test_registering_twice_is_harmless() -> None:
     import omnisafe
 
-    from omnisafe_metacpo.integration import install
+    from omnisafe_metacpo.install import install
 
     install()
     install()

@@ -29,7 +29,7 @@ from omnisafe.algorithms.on_policy.second_order.cpo import CPO
 from omnisafe.utils.tools import get_flat_params_from, set_param_values_to_model
 
 from omnisafe_metacpo.algorithms import CPOCorrected
-from omnisafe_metacpo.integration import configs_dir
+from omnisafe_metacpo.plugin.configs import configs_dir
 from tests.conftest import BIN
 
 DELTA = 0.01  # OmniSafe's target_kl default

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from omnisafe.algorithms import ALGORITHMS
 
-from omnisafe_metacpo import integration
 from omnisafe_metacpo.algorithms import MetaCPO, MetaCPOPaper
-from tests.omnisafe_metacpo.test_integration import _omnisafe_train
+from omnisafe_metacpo.plugin import configs as integration
+from tests.omnisafe_metacpo.test_install import _omnisafe_train
 
 ENV_IDS = ['MetaPointCircle-v0', 'MetaCarCircleHazard-v0', 'MetaPointButton-v0',
            'SafetyPointCircle1-v0']

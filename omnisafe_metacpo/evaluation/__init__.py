@@ -1,0 +1,1 @@
+"""Meta-testing: the in-training tester, saved runs, the comparison's adaptation rule, summaries."""

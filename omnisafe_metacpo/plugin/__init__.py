@@ -1,0 +1,1 @@
+"""What connects the plug-in to OmniSafe: its configs, fixes of OmniSafe's defects, more logging."""

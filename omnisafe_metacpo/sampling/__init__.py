@@ -1,0 +1,1 @@
+"""Rollouts of pinned tasks: the data type, the two samplers, the environments they step."""
