@@ -54,9 +54,10 @@ train: $(STAMP)
 	$(BIN)/omnisafe-metacpo-summary "$$log_dir" $(SUMMARY_ARGS)
 
 # `make bench`: the Figure-5 comparison (MetaCPO, MetaTRPO, CPO, CPOCorrected, TRPO x 3 task
-# distributions x 3 seeds) as OmniSafe experiment grids, every checkpoint meta-tested alike, then
-# one PNG per env and meta_test.csv/.md in benchmarks/results/figure5_$(BUDGET)/. BUDGET=quick
-# (the default, under 2 hours on 2 cores) or paper (the paper's budget: about two days here).
+# distributions x 3 seeds; MetaCPOPaper too in the 540k budget) as OmniSafe experiment grids, every
+# checkpoint meta-tested alike, then on both cost scales the PNGs per env, meta_test.csv/.md,
+# verdict.csv/.md and training.csv/.md in benchmarks/results/figure5_$(BUDGET)/. BUDGET=quick
+# (the default, under 2 hours on 2 cores), 540k (about 9 hours) or paper (about two days here).
 # Stopped and started again, it trains only unfinished runs and meta-tests only uncached ones.
 # More options of `python -m benchmarks.figure5` (e.g. --workers, --estimate) in BENCH_ARGS.
 BENCH_ARGS ?=

@@ -5,7 +5,7 @@ larger budgets) trains MetaCPO, MetaTRPO, CPO, CPOCorrected and TRPO (and MetaCP
 budget) on the three task distributions with 3 seeds at equal environment steps (the grids of
 ``benchmarks/grids/figure5_<budget>.yaml``, run as OmniSafe experiment grids), meta-tests every
 saved checkpoint of every run on the same unseen tasks with the same adaptation rule
-(:mod:`omnisafe_metacpo.adaptation_rule`), and reports on both cost scales (OmniSafe's cost per
+(:mod:`omnisafe_metacpo.evaluation.rule`), and reports on both cost scales (OmniSafe's cost per
 episode and the paper's discounted J_C) and both meta-test modes (the stochastic adaptation
 rollouts and the deterministic evaluation): per environment a PNG over training and one over the
 adaptation steps, ``meta_test.csv`` / ``.md``, ``verdict.csv`` / ``.md`` (the paper's claim, judged)

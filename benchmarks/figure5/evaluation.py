@@ -1,9 +1,8 @@
 """Meta-test every saved checkpoint of a run, with the results cached next to the run.
 
 Each ``torch_save/epoch-N.pt`` is meta-tested by
-:func:`omnisafe_metacpo.meta_test.meta_test_saved_run` (the same unseen tasks, rollouts and
-adaptation rule for every algorithm) and the results are
-written to ``<run>/meta_test/epoch-N.json`` together with the settings they were computed with. A
+:func:`omnisafe_metacpo.evaluation.saved_run.meta_test_saved_run` (the same unseen tasks,
+rollouts and adaptation rule for every algorithm) and the results are written to ``<run>/meta_test/epoch-N.json`` together with the settings they were computed with. A
 cache file is reused only when its settings equal the requested ones, so a rerun does not redo a
 meta-test, and a change of settings (or of the adaptation rule's version) does.
 """

@@ -91,6 +91,11 @@ def main() -> None:
     with open(os.path.join(out_dir, f'rank-{ranks.rank()}.json'), 'w',
               encoding='utf-8') as file:
         json.dump(result, file)
+    if scenario in ('collectives', 'diverged'):  # both ranks got here: shut the group down
+        # Exiting with the gloo group alive let a rank's interpreter shutdown race gloo's threads
+        # ("terminate called without an active exception", exit code -6) once in a loaded CI run.
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == '__main__':
