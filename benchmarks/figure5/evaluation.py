@@ -2,9 +2,10 @@
 
 Each ``torch_save/epoch-N.pt`` is meta-tested by
 :func:`omnisafe_metacpo.evaluation.saved_run.meta_test_saved_run` (the same unseen tasks,
-rollouts and adaptation rule for every algorithm) and the results are written to ``<run>/meta_test/epoch-N.json`` together with the settings they were computed with. A
-cache file is reused only when its settings equal the requested ones, so a rerun does not redo a
-meta-test, and a change of settings (or of the adaptation rule's version) does.
+rollouts and adaptation rule for every algorithm) and the results are written to
+``<run>/meta_test/epoch-N.json`` together with the settings they were computed with. A cache file
+is reused only when its settings equal the requested ones, so a rerun does not redo a meta-test,
+and a change of settings (or of the adaptation rule's version) does.
 """
 
 from __future__ import annotations
