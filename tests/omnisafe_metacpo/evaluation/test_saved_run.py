@@ -119,3 +119,22 @@ def test_console_scripts_and_their_deprecated_module_aliases(module: str, comman
 def test_every_option_has_help(module) -> None:
     actions = module.parser()._actions  # pylint: disable=protected-access
     assert len(actions) > 5 and all(action.help for action in actions)
+
+
+def test_deterministic_evaluation_leaves_the_adaptation_unchanged(cpo_run: str) -> None:
+    overrides = {'num_tasks': 2, 'adapt_steps': 2, 'rollout_steps': 500}
+    without = saved_run.meta_test_saved_run(cpo_run, overrides={**overrides, 'eval_episodes': 0})
+    evaluated = saved_run.meta_test_saved_run(cpo_run, overrides={**overrides,
+                                                                  'eval_episodes': 1})
+    assert not any(key.startswith('MetaTest/Eval/') for key in without)
+    adaptation = {key: value for key, value in evaluated.items()
+                  if not key.startswith('MetaTest/Eval/')}
+    assert adaptation == without  # the same adaptation numbers, bit for bit, with the evaluation
+    for k in range(3):
+        for name in ('EpRet', 'EpCost', 'EpDiscCost'):
+            assert f'MetaTest/Eval/{name}/step_{k}' in evaluated
+        # J_C <= the undiscounted cost of the same evaluated episodes
+        assert evaluated[f'MetaTest/Eval/EpDiscCost/step_{k}'] <= \
+            evaluated[f'MetaTest/Eval/EpCost/step_{k}'] + 1e-9
+    # the mean action is not the adaptation rollouts' noisy one: other returns
+    assert evaluated['MetaTest/Eval/EpRet/step_0'] != evaluated['MetaTest/EpRet/step_0']
