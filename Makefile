@@ -1,23 +1,26 @@
 # Two commands do all set-up: `make train` and `make test`. Both are idempotent: the venv stamp
-# depends on the lock file and pyproject.toml, so a second run skips installation.
-PY ?= python3
-VENV := .venv
+# depends on the lock files and pyproject.toml, so a second run skips installation.
+# The interpreter: PY if given (e.g. `make test PY=python3.12`), else the venv's own, else the
+# first supported one of python3, python3.13, python3.12, python3.11 (requirements/install.sh says
+# what it found, and what to do when none is supported). Supported: Python 3.11, 3.12 and 3.13.
+PY ?=
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# torch comes from here where this index answers (the CPU build, ~0.2 GB), else from the package
+# index's default (on Linux a CUDA build of several GB, which runs on the CPU too). A GPU host:
+# TORCH_INDEX= (empty) or PyTorch's index for its CUDA version (docs/python_versions.md).
+export TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: setup train test test-slow lint bench clean
+.PHONY: setup train test test-python test-slow lint bench clean
 
 setup: $(STAMP)
 
-$(STAMP): requirements/lock.txt pyproject.toml omnisafe_metacpo.pth _omnisafe_metacpo_hook.py
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	# torch first and alone, so pip takes the local CPU wheel (never a CUDA build).
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q --no-deps -r requirements/lock.txt
-	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
-	$(BIN)/python -c "import omnisafe_metacpo; omnisafe_metacpo.check_installed()"
+$(STAMP): $(wildcard requirements/lock-py*.txt) requirements/install.sh pyproject.toml \
+		omnisafe_metacpo.pth _omnisafe_metacpo_hook.py
+	sh requirements/install.sh $(VENV) $(PY)
 	touch $(STAMP)
 
 # `make train`: MetaCPO on the Point-Circle task distribution through the stock CLI, then a summary
@@ -67,6 +70,15 @@ bench: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# `make test-python PY=python3.12`: the default suite in a venv of that Python's own
+# (.venv-py3.12), built like .venv; FRESH=1 builds it from scratch.
+test-python:
+	@test -n "$(PY)" || { echo "test-python needs PY, e.g. make test-python PY=python3.13" >&2; exit 2; }
+	@ver=$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])') || exit 2; \
+	venv=.venv-py$$ver; \
+	if [ -n "$(FRESH)" ]; then rm -rf $$venv; fi; \
+	$(MAKE) --no-print-directory test VENV=$$venv PY=$(PY)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -4,7 +4,7 @@ The stock ``omnisafe`` console script, ``omnisafe benchmark`` workers (spawned p
 torchrun ranks never import this plug-in. A ``.pth`` line runs in every interpreter, so it installs
 an import hook that does nothing until ``safety_gymnasium`` or ``omnisafe`` is first imported:
 
-* before ``safety_gymnasium`` executes, its Python 3.11 dataclass incompatibility is patched;
+* before ``safety_gymnasium`` executes, its dataclass incompatibility with Python 3.11+ is patched;
 * after ``safety_gymnasium`` has executed, the ``Meta*`` environment ids are registered with it;
 * after ``omnisafe`` has executed, the plug-in's environments and algorithms are registered;
 * after ``farama_notifications`` has executed, its notice about gymnasium-robotics' Adroit
@@ -42,7 +42,7 @@ def _ndarray_defaults_to_factories(cls: type) -> type:
 
 
 def patch_safety_gymnasium_dataclasses() -> None:
-    """Make ``@dataclass`` accept safety-gymnasium 1.0.0's ndarray defaults on Python 3.11.
+    """Make ``@dataclass`` accept safety-gymnasium 1.0.0's ndarray defaults on Python 3.11+.
 
     safety-gymnasium declares fields such as ``color: np.array = COLOR['hazard']``; Python 3.11
     rejects unhashable defaults (``ValueError: mutable default ... use default_factory``), so the

@@ -1,4 +1,4 @@
-"""Shared set-up: safety-gymnasium importable on Python 3.11 and the Meta* ids registered.
+"""Shared set-up: safety-gymnasium importable on Python 3.11+ and the Meta* ids registered.
 
 Inside the project's venv ``omnisafe_metacpo.pth`` imports the start-up hook at interpreter
 start; importing it here too makes the tests also run from a plain ``PYTHONPATH`` checkout (the

@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 
 from tests.conftest import REPO
 
@@ -18,9 +19,11 @@ _TINY_TRAIN = ('--custom-cfgs algo_cfgs:num_tasks --custom-cfgs 2 '
 
 
 def _make(*args: str) -> subprocess.CompletedProcess[str]:
-    # -o: never (re)install from a test, whatever the stamp says.
-    return subprocess.run(['make', '-s', '-o', '.venv/.installed', *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=900, check=False)
+    # The venv running this test (.venv, or .venv-pyX.Y under `make test-python`); -o: never
+    # (re)install from a test, whatever the stamp says.
+    venv = sys.prefix
+    return subprocess.run(['make', '-s', f'VENV={venv}', '-o', f'{venv}/.installed', *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
 
 
 def test_make_train_trains_then_summarises(run_dir: str) -> None:
