@@ -84,6 +84,7 @@ def install() -> None:
     compat.patch_evaluator()
     compat.patch_custom_cfgs_parser()
     compat.patch_cli_defaults(is_plugin_algo)
+    compat.patch_marker_rendering()
     # Metrics/EpDiscCost (the paper's discounted cost) in the progress of stock algorithms too.
     disc_cost_log.install()
     # --parallel N: the process group of a torchrun rank gets train_cfgs.dist_timeout.

@@ -15,8 +15,13 @@
   ``AlgoWrapper`` applies after the YAML and ``--custom-cfgs``. For the plug-in's algorithms a
   default the user did not type no longer overrides them, and ``torch_threads`` is capped to the
   cores the process may use.
+* :func:`patch_marker_rendering` -- gymnasium 0.28.1 (the version safety-gymnasium pins) sets
+  ``MjvGeom.texid`` when it draws a marker; MuJoCo 3.2 removed that field, so rendering a
+  Safety-Gymnasium task (``omnisafe.Agent.render``, the cost indicator markers) fails with
+  ``AttributeError`` under the MuJoCo wheels Python 3.12 and 3.13 need. With such a MuJoCo the
+  renderer's marker method is replaced by one that lets ``mujoco.mjv_initGeom`` set the defaults.
 * Two resets per episode end and the time limit of training envs are fixed in
-  :mod:`omnisafe_metacpo.sampling.envs`; safety-gymnasium's Python 3.11 incompatibility in the
+  :mod:`omnisafe_metacpo.sampling.envs`; safety-gymnasium's incompatibility with Python 3.11+ in the
   start-up hook (``_omnisafe_metacpo_hook.patch_safety_gymnasium_dataclasses``), which must act
   before safety-gymnasium is imported.
 """
@@ -28,6 +33,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import mujoco
+import numpy as np
+from gymnasium.envs.mujoco import mujoco_rendering
 from omnisafe.envs.wrapper import TimeLimit
 
 from omnisafe_metacpo.distributed.launch import usable_cores
@@ -182,3 +190,52 @@ def patch_cli_defaults(is_plugin_algo: Callable[[str], bool]) -> None:
     if getattr(AlgoWrapper._init_config, '_omnisafe_metacpo_patched', False):
         return
     AlgoWrapper._init_config = _plugin_init_config(AlgoWrapper._init_config, is_plugin_algo)
+
+
+def _add_marker_to_scene(self: Any, marker: dict[str, Any]) -> None:
+    """``BaseRender._add_marker_to_scene`` for MuJoCo without ``MjvGeom.texid``.
+
+    The geom is initialised by MuJoCo itself (``mjv_initGeom`` knows the fields of the MuJoCo it
+    ships with) to the box gymnasium starts every marker from; then the marker's own fields are
+    written as gymnasium writes them: numbers set, arrays copied, ``label`` as text.
+    """
+    scene = self.scn
+    if scene.ngeom >= scene.maxgeom:
+        raise RuntimeError(f'Ran out of geoms. maxgeom: {scene.maxgeom}')
+    geom = scene.geoms[scene.ngeom]
+    mujoco.mjv_initGeom(geom, mujoco.mjtGeom.mjGEOM_BOX, np.full(3, 0.1), np.zeros(3),
+                        np.eye(3).ravel(), np.ones(4, dtype=np.float32))
+    geom.category = mujoco.mjtCatBit.mjCAT_DECOR
+    geom.specular = 0.5
+    geom.shininess = 0.5
+    for key, value in marker.items():
+        if not hasattr(geom, key):
+            raise ValueError(f'a marker has no field {key!r}; MjvGeom fields: '
+                             f'{sorted(k for k in dir(geom) if not k.startswith("_"))}')
+        if key == 'label':
+            geom.label = '' if value is None else str(value)
+        elif isinstance(value, (tuple, list, np.ndarray)):
+            field = getattr(geom, key)
+            field[:] = np.asarray(value).reshape(field.shape)
+        elif isinstance(value, (int, float, mujoco.mjtGeom)):
+            setattr(geom, key, value)
+        else:
+            raise ValueError(f'marker field {key!r} has type {type(value).__name__}; '
+                             'allowed: number, mjtGeom, sequence, or str for label')
+    scene.ngeom += 1
+
+
+def patch_marker_rendering() -> bool:
+    """Replace gymnasium's marker method where MuJoCo has no ``MjvGeom.texid`` (idempotent).
+
+    Returns:
+        Whether the renderer uses the replacement (False under MuJoCo 2.3, which keeps gymnasium's
+        own method).
+    """
+    base = mujoco_rendering.BaseRender
+    if base._add_marker_to_scene is _add_marker_to_scene:
+        return True
+    if hasattr(mujoco.MjvGeom(), 'texid'):
+        return False
+    base._add_marker_to_scene = _add_marker_to_scene
+    return True

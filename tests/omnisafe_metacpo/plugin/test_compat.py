@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
+import mujoco
+import numpy as np
 import pytest
+import safety_gymnasium
 import torch
+from gymnasium.envs.mujoco import mujoco_rendering
 from omnisafe.adapter import OnPolicyAdapter
 from omnisafe.utils.config import get_default_kwargs_yaml
 from safety_gymnasium.builder import Builder
@@ -83,3 +88,45 @@ def test_patches_are_installed_once() -> None:
     torch_standin = evaluator.torch
     compat.patch_evaluator()
     assert evaluator.torch is torch_standin
+
+
+
+def _goal_env() -> Any:
+    env = safety_gymnasium.make('SafetyPointGoal1-v0', render_mode='rgb_array')
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    return env
+
+
+def test_marker_rendering_matches_the_installed_mujoco() -> None:
+    replaced = compat.patch_marker_rendering()
+    # Replaced exactly where MuJoCo dropped MjvGeom.texid (3.2+, the Python 3.12/3.13 wheels).
+    assert replaced == (not hasattr(mujoco.MjvGeom(), 'texid'))
+    method = mujoco_rendering.BaseRender._add_marker_to_scene
+    assert (method is compat._add_marker_to_scene) == replaced
+
+
+def test_a_task_renders_with_its_markers() -> None:
+    env = _goal_env()
+    try:
+        viewer = env.unwrapped.task._get_viewer('rgb_array')
+        viewer.add_marker(pos=np.array([0.0, 0.0, 1.0]), size=np.full(3, 0.05),
+                          type=mujoco.mjtGeom.mjGEOM_SPHERE, rgba=np.array([1.0, 0.0, 0.0, 0.5]),
+                          label='cost')
+        frame = env.render()
+    finally:
+        env.close()
+    assert frame.ndim == 3 and frame.shape[2] == 3
+    assert frame.std() > 0
+
+
+def test_a_marker_with_an_unknown_field_is_refused() -> None:
+    if not compat.patch_marker_rendering():
+        pytest.skip("MuJoCo keeps MjvGeom.texid: gymnasium's own marker method is used")
+    env = _goal_env()
+    try:
+        env.unwrapped.task._get_viewer('rgb_array').add_marker(pos=np.zeros(3), colour=1.0)
+        with pytest.raises(ValueError, match='colour'):
+            env.render()
+    finally:
+        env.close()
