@@ -73,15 +73,23 @@ SHOWN = {'train_cost': 'training cost per episode', 'train_disc_cost': 'training
          'measured_cost_change': 'measured inner cost change'}
 
 
-def write(frame: pd.DataFrame, csv_path: str, md_path: str, budget_name: str) -> None:
-    """Write ``frame`` as CSV (exactly :data:`COLUMNS`) and as Markdown."""
+def ordered(frame: pd.DataFrame, env_ids: list[str], variants: list[str]) -> pd.DataFrame:
+    """Rows in env and variant order."""
+    order = {'env_order': frame['env_id'].map({env: i for i, env in enumerate(env_ids)}),
+             'variant_order': frame['variant'].map({v: i for i, v in enumerate(variants)})}
+    return frame.assign(**order).sort_values(list(order))[COLUMNS].reset_index(drop=True)
+
+
+def write(frame: pd.DataFrame, csv_path: str, md_path: str, budget_name: str,
+          extra: str = '') -> None:
+    """Write ``frame`` as CSV (:data:`COLUMNS`) and as Markdown (``extra`` below the note)."""
     frame.to_csv(csv_path, index=False, columns=COLUMNS)
     lines = [f'Training diagnostics of budget `{budget_name}`: each run\'s mean over its last '
              f'{LAST_EPOCHS} epochs, then mean ± standard error over seeds. The training cost '
              'is after adaptation for the meta-learners (their post-adaptation rollouts on the '
              'training tasks); the inner columns are the meta-learners\' (a step\'s predicted '
              'cost change is its surrogate\'s on its own rollout, the measured one the next '
-             'rollout\'s), costs per episode.', '',
+             'rollout\'s), costs per episode.', *(['', extra] if extra else []), '',
              '| env | variant | seeds | ' + ' | '.join(SHOWN.values()) + ' |',
              '|---|---|---|' + '---|' * len(SHOWN)]
     for row in frame.to_dict('records'):

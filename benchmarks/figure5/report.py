@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from benchmarks.figure5 import diagnostics, figures, results, tables, verdict
+from benchmarks.figure5 import carried, diagnostics, figures, results, tables, verdict
 from benchmarks.figure5.budget import Budget
 
 NOTE = ('Meta-test of the final checkpoints, budget `{name}`: mean ± standard error over seeds of '
@@ -43,35 +43,56 @@ def write_report(budget: Budget, runs_dir: str, results_dir: str,
     env_ids, variants, algo_of = budget.env_ids(), budget.variants(), budget.algo_of()
     training = results.training_curves(jobs)
     meta_test = results.meta_test_results(budget, jobs)
-    table = tables.table(meta_test, env_ids, variants)
+    entries = verdict.plan(jobs, done)
+    missing = carried.absent(entries)
     os.makedirs(results_dir, exist_ok=True)
+    stems = {name: os.path.join(results_dir, name) for name in ('meta_test', 'verdict', 'training')}
+    table, carried_rows = carried.carry(
+        tables.table(meta_test, env_ids, variants),
+        carried.previous(stems['meta_test'] + '.csv', tables.COLUMNS), missing)
+    table = tables.ordered(table, env_ids, variants)
+    entries = carried.mark_finished(entries, table, carried_rows)
+    diagnosed, _ = carried.carry(
+        diagnostics.table(diagnostics.per_run(done)),
+        carried.previous(stems['training'] + '.csv', diagnostics.COLUMNS), missing)
+    carried_note = carried.note(carried_rows, figures.label)
     written = []
     for env_id in env_ids:
         settings = budget.meta_test_cfgs(env_id)
         env_variants = list(dict.fromkeys(job.variant for job in jobs if job.env_id == env_id))
         path = os.path.join(results_dir, f'{env_id}.png')
-        figures.plot_env(env_id, env_variants, algo_of, training, meta_test,
-                         results.training_cost_limit(jobs, env_id), settings['cost_limit'],
-                         settings['adapt_steps'], path)
-        written.append(path)
+        if any(env == env_id for env, _ in carried_rows) and os.path.exists(path):
+            # Its carried variants' training curves are gone with their runs: a new plot would
+            # drop them, so the previous one stays.
+            log(f'[figure5 {budget.name}] {path} kept: variants carried over on {env_id}')
+        else:
+            figures.plot_env(env_id, env_variants, algo_of, training, meta_test,
+                             results.training_cost_limit(jobs, env_id), settings['cost_limit'],
+                             settings['adapt_steps'], path)
+            written.append(path)
         path = os.path.join(results_dir, f'{env_id}_adaptation.png')
         if figures.plot_adaptation(env_id, env_variants, table, settings['cost_limit'],
                                    settings['adapt_steps'], path):
             written.append(path)
-    stem = os.path.join(results_dir, 'meta_test')
-    tables.write(table, stem + '.csv', stem + '.md', NOTE.format(name=budget.name))
+    notes = [NOTE.format(name=budget.name), carried_note]
+    stem = stems['meta_test']
+    tables.write(table, stem + '.csv', stem + '.md', '\n\n'.join(filter(None, notes)))
     written += [stem + '.csv', stem + '.md']
-    judged = verdict.verdict(table, verdict.plan(jobs, done),
+    judged = verdict.verdict(table, entries,
                              {env_id: budget.meta_test_cfgs(env_id) for env_id in env_ids})
-    stem = os.path.join(results_dir, 'verdict')
-    verdict.write(judged, stem + '.csv', stem + '.md')
+    stem = stems['verdict']
+    verdict.write(judged, stem + '.csv', stem + '.md', carried_note)
     written += [stem + '.csv', stem + '.md']
-    stem = os.path.join(results_dir, 'training')
-    diagnostics.write(diagnostics.table(diagnostics.per_run(done)), stem + '.csv', stem + '.md',
-                      budget.name)
+    stem = stems['training']
+    diagnostics.write(diagnostics.ordered(diagnosed, env_ids, variants), stem + '.csv',
+                      stem + '.md', budget.name, carried_note)
     written += [stem + '.csv', stem + '.md']
     final = meta_test[meta_test['final'].astype(bool)]
     tested = final.groupby(['env_id', 'variant', 'seed']).ngroups if len(final) else 0
     log(f'[figure5 {budget.name}] report of {len(done)}/{len(jobs)} finished runs, {tested} '
-        f'with their final checkpoint meta-tested: {len(written)} files in {results_dir}')
+        f'with their final checkpoint meta-tested'
+        + (f', {len(carried_rows)} variant{"s" if len(carried_rows) != 1 else ""} carried over '
+           'from the previous report'
+           if carried_rows else '')
+        + f': {len(written)} files in {results_dir}')
     return written

@@ -52,7 +52,12 @@ def table(meta_test: pd.DataFrame, env_ids: list[str], variants: list[str]) -> p
         out = out.merge(stats.rename(columns={'mean': f'{value}_mean', 'se': f'{value}_se'}),
                         on=keys)
     limits = final.groupby(keys, sort=False)['cost_limit'].first().reset_index()
-    out = out.merge(limits, on=keys)
+    return ordered(out.merge(limits, on=keys), env_ids, variants)
+
+
+def ordered(frame: pd.DataFrame, env_ids: list[str], variants: list[str]) -> pd.DataFrame:
+    """Rows of :data:`COLUMNS` in env, variant, mode and adaptation-step order."""
+    out = frame
     order = {
         'env_order': out['env_id'].map({env: i for i, env in enumerate(env_ids)}),
         'variant_order': out['variant'].map({name: i for i, name in enumerate(variants)}),

@@ -237,8 +237,8 @@ def markdown(frame: pd.DataFrame, note: str = NOTE) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def write(frame: pd.DataFrame, csv_path: str, md_path: str) -> None:
-    """Write ``frame`` as CSV (exactly :data:`COLUMNS`) and as Markdown."""
+def write(frame: pd.DataFrame, csv_path: str, md_path: str, extra: str = '') -> None:
+    """Write ``frame`` as CSV (:data:`COLUMNS`) and as Markdown (``extra`` below the note)."""
     frame.to_csv(csv_path, index=False, columns=COLUMNS)
     with open(md_path, 'w', encoding='utf-8') as file:
-        file.write(markdown(frame))
+        file.write(markdown(frame, NOTE + (f'\n\n{extra}' if extra else '')))

@@ -7,6 +7,7 @@ import csv
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmarks.figure5 import evaluation, results, runs, tables, verdict
+from benchmarks.figure5 import carried, evaluation, results, runs, tables, verdict
 from benchmarks.figure5.budget import Budget, Job, budget_path
 from benchmarks.figure5.figures import LABELS
 from tests.conftest import REPO
@@ -311,3 +312,47 @@ def test_tiny_comparison_in_parts_then_resumed_then_reported(run_dir: str) -> No
         assert file.read() == table
     assert _mtimes(os.path.join(root, '**', '*')) == everything
     assert os.path.exists(os.path.join(results_dir, 'verdict.md'))
+
+    # The runs of a variant lost after their report (a new machine): the next report carries its
+    # rows over unchanged and says so, instead of calling the variant "not run".
+    def trpo(path: str) -> list[dict[str, str]]:
+        return [r for r in _csv(path) if (r['env_id'], r['algo']) == ('MetaPointCircle-v0', 'TRPO')]
+
+    before = {name: trpo(os.path.join(results_dir, f'{name}.csv'))
+              for name in ('meta_test', 'training')}
+    shutil.rmtree(os.path.join(root, 'point_circle_trpo'))
+    lost_report = _figure5(run_dir, budget, '--report-only')
+    assert 'report of 14/15 finished runs' in lost_report.stdout
+    assert '1 variant carried over from the previous report' in lost_report.stdout
+    for name, rows in before.items():
+        assert rows and trpo(os.path.join(results_dir, f'{name}.csv')) == rows
+    judged = trpo(os.path.join(results_dir, 'verdict.csv'))
+    assert len(judged) == len(verdict.SCALES)
+    assert {r['seeds'] for r in judged} == {'1'} and 'not run' not in {r['verdict'] for r in judged}
+    for name in ('meta_test', 'verdict', 'training'):
+        with open(os.path.join(results_dir, f'{name}.md'), encoding='utf-8') as file:
+            assert 'Carried over from the previous report' in file.read()
+
+
+def test_only_variants_without_runs_are_carried_over() -> None:
+    """A variant with a finished run is recomputed from it, never mixed with carried rows."""
+    old = pd.DataFrame(
+        _row('MetaCPO', 'MetaCPO', 'adapt', [1, 2], [0, 3]) + _row('TRPO', 'TRPO', 'adapt',
+                                                                   [5, 6], [0, 3]),
+        columns=tables.COLUMNS)
+    current = pd.DataFrame(_row('MetaCPO', 'MetaCPO', 'adapt', [7, 8], [0, 4]),
+                           columns=tables.COLUMNS)
+    entries = pd.DataFrame([('E', 'MetaCPO', 'MetaCPO', 3, 1), ('E', 'TRPO', 'TRPO', 3, 0),
+                            ('E', 'CPO', 'CPO', 3, 0)],
+                           columns=['env_id', 'variant', 'algo', 'seeds_planned',
+                                    'runs_finished'])
+    missing = carried.absent(entries)
+    assert missing == {('E', 'TRPO'), ('E', 'CPO')}
+    combined, moved = carried.carry(current, old, missing)
+    assert moved == [('E', 'TRPO')]
+    assert list(combined.loc[combined['variant'] == 'MetaCPO', 'cost_mean']) == [7, 8]
+    assert list(combined.loc[combined['variant'] == 'TRPO', 'cost_mean']) == [5, 6]
+    marked = carried.mark_finished(entries, combined, moved)
+    assert list(marked['runs_finished']) == [1, 3, 0]
+    assert 'E: TRPO' in carried.note(moved, lambda variant: variant)
+    assert carried.note([], str) == ''
