@@ -104,7 +104,7 @@ $pip install -q --no-deps -r "$lock"
 say "$($VENV/bin/python -c 'import torch
 cuda = torch.version.cuda
 print(f"torch {torch.__version__}: " + ("CPU build" if cuda is None else
-      f"CUDA {cuda} build (it runs on the CPU too; TORCH_INDEX= a CPU index gives a smaller one)"))')"
+      f"CUDA {cuda} build (it runs on the CPU too; TORCH_INDEX=<an index with CPU wheels> gives a smaller one)"))')"
 $pip install -q --no-deps --no-build-isolation -e "$HERE/.."
 "$VENV/bin/python" -c "import omnisafe_metacpo; omnisafe_metacpo.check_installed()"
 say "$VENV ready: Python $ver, $(basename "$lock")"
