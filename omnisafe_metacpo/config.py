@@ -13,7 +13,7 @@ from omnisafe.utils.distributed import world_size
 
 import task_distributions
 from omnisafe_metacpo import run_files
-from omnisafe_metacpo.cost_measures import COST_MEASURES
+from omnisafe_metacpo.cost_measures import COST_ADVANTAGES, COST_MEASURES
 
 BACKENDS = ('closed_form', 'cvxpylayers')
 METRICS = ('euclidean', 'fisher')
@@ -131,6 +131,9 @@ def validate_meta_config(cfgs: Any, env_id: str) -> None:
     eval_episodes = test.get('eval_episodes', 0)
     require(is_int(eval_episodes) and eval_episodes >= 0, 'meta_test_cfgs.eval_episodes',
             eval_episodes, 'an integer >= 0 (0: no deterministic evaluation)')
+    cost_advantages = test.get('cost_advantages', 'fresh_critic')
+    require(cost_advantages in COST_ADVANTAGES, 'meta_test_cfgs.cost_advantages',
+            cost_advantages, ' or '.join(COST_ADVANTAGES))
 
 
 def shortest_rollout(cfgs: Any) -> int:

@@ -36,6 +36,9 @@ import numpy as np
 
 #: The names ``algo_cfgs.cost_measure`` accepts for the constraint of the CPO steps.
 COST_MEASURES: tuple[str, ...] = ('episode', 'discounted')
+#: What ``meta_test_cfgs.cost_advantages`` accepts: cost advantages from a critic fitted on each
+#: test rollout (centred), or the rollout's returns-to-go on the step's measure (no baseline).
+COST_ADVANTAGES: tuple[str, ...] = ('fresh_critic', 'returns')
 #: The measure of a config without ``cost_measure``: runs saved before the key existed
 #: constrained OmniSafe's undiscounted cost per episode.
 BEFORE_THE_KEY = 'episode'
@@ -103,3 +106,24 @@ def episode_sums(costs: np.ndarray, ends: Sequence[int], gamma: float) -> list[f
         sums.append(float((gamma ** np.arange(end + 1 - start) * costs[start:end + 1]).sum()))
         start = end + 1
     return sums
+
+
+def returns_to_go(costs: np.ndarray, ends: Sequence[int], gamma: float) -> np.ndarray:
+    """sum_{u >= t} gamma^(u - t) c_u within t's episode, for every step t (float64).
+
+    Args:
+        costs: The step costs of a rollout, in order.
+        ends: The last step of every finished episode, ascending; steps after the last end belong
+            to the rollout's unfinished episode, whose sums stop at the rollout's end.
+        gamma: The discount (1: the undiscounted cost to the episode's end).
+    """
+    costs = np.asarray(costs, dtype=np.float64)
+    out = np.empty_like(costs)
+    last = set(ends)
+    carried = 0.0
+    for step in range(len(costs) - 1, -1, -1):
+        if step in last:
+            carried = 0.0
+        carried = costs[step] + gamma * carried
+        out[step] = carried
+    return out

@@ -14,8 +14,17 @@ policies, so every algorithm is adapted with the same rule:
    class, the same sizes and the same initial weights for every algorithm and every rollout) are
    fitted to that rollout's (s_t, G_t);
 3. A_t = G_t - V(s_t), i.e. GAE with lambda = 1: a critic fitted to a single rollout is a poor
-   bootstrap (lambda < 1 would carry its bias into the advantages) but an unbiased baseline. Reward
-   advantages are standardised and cost advantages centred, as OmniSafe's buffer does in training.
+   bootstrap (lambda < 1 would carry its bias into the advantages). Reward advantages are
+   standardised and cost advantages centred, as OmniSafe's buffer does in training.
+
+A baseline fitted to the rollout it is applied to is not independent of that rollout's actions, so
+it removes part of the gradient: measured on Point-Circle, the cost change the CPO step predicts
+from such advantages is 0.5 of the true one on rollouts of 4 episodes and near 0, or of the wrong
+sign on the discounted scale, on rollouts of one (``benchmarks/cost_prediction.py``). So the cost
+advantages can instead be the returns-to-go themselves (``meta_test_cfgs.cost_advantages:
+returns``): no baseline, discounted as the step's cost measure is (1 for the cost per episode,
+``cost_gamma`` for J_C), an unbiased estimate of that measure's gradient. The default stays
+``fresh_critic``, the rule every published meta-test used.
 
 The rule is stateless (nothing is carried from one rollout to the next), so it does not depend on
 the order in which a sampler hands out the rollouts of several tasks.
@@ -30,6 +39,7 @@ import torch
 from omnisafe.models.critic.critic_builder import CriticBuilder
 from torch import nn
 
+from omnisafe_metacpo import cost_measures
 from omnisafe_metacpo.meta.inner import InnerLearner
 from omnisafe_metacpo.meta.records import StepRecord
 from omnisafe_metacpo.sampling.batch import Batch
@@ -73,7 +83,11 @@ class FreshCritics:
         fit_iters: Full-batch Adam steps per critic and rollout.
         init_seed: Seed of the initial weights (the same for every rollout and algorithm).
         standardized_rew_adv: Standardise reward advantages (mean 0, std 1).
-        standardized_cost_adv: Centre cost advantages (mean 0).
+        standardized_cost_adv: Centre cost advantages (mean 0; ``fresh_critic`` only).
+        cost_advantages: ``fresh_critic`` (A = G - V, V fitted on the rollout) or ``returns``
+            (A = the returns-to-go with ``cost_returns_gamma``, no baseline).
+        cost_returns_gamma: The discount of the ``returns`` cost advantages: 1 when the step
+            constrains the cost per episode, ``cost_gamma`` when it constrains J_C.
     """
 
     def __init__(  # pylint: disable=too-many-arguments
@@ -86,7 +100,12 @@ class FreshCritics:
         init_seed: int = 0,
         standardized_rew_adv: bool = True,
         standardized_cost_adv: bool = True,
+        cost_advantages: str = 'fresh_critic',
+        cost_returns_gamma: float = 1.0,
     ) -> None:
+        if cost_advantages not in cost_measures.COST_ADVANTAGES:
+            raise ValueError(f'meta_test_cfgs.cost_advantages = {cost_advantages!r}: allowed '
+                             f'values are {", ".join(cost_measures.COST_ADVANTAGES)}')
         self._builder = value_critic_builder(observation_space, action_space, critic_cfgs,
                                              weight_initialization_mode)
         self._lr = float(critic_cfgs.lr)
@@ -94,6 +113,8 @@ class FreshCritics:
         self._init_seed = init_seed
         self._standardized_rew_adv = standardized_rew_adv
         self._standardized_cost_adv = standardized_cost_adv
+        self._cost_advantages = cost_advantages
+        self._cost_returns_gamma = float(cost_returns_gamma)
 
     def _fresh(self) -> nn.Module:
         # Forked RNG: the same initial weights every time, and the caller's random stream (action
@@ -125,16 +146,26 @@ class FreshCritics:
             return critic(obs)[0] * std + mean
 
     def advantages(self, batch: Batch) -> Batch:
-        """``batch`` with advantages A = G - V from critics fitted on it (targets unchanged)."""
-        returns_r, returns_c = batch.target_value_r, batch.target_value_c
+        """``batch`` with advantages A = G - V from critics fitted on it (targets unchanged),
+        or with ``returns`` cost advantages the cost returns-to-go."""
+        returns_r = batch.target_value_r
         adv_r = returns_r - self.fit(batch.obs, returns_r)
-        adv_c = returns_c - self.fit(batch.obs, returns_c)
         # (torch's mean and std, not the buffer's operations (sampling.batch.mean_std): the two
         # round differently in the last bits, and meta-test results are kept as they were)
         if self._standardized_rew_adv:
             adv_r = (adv_r - adv_r.mean()) / (adv_r.std(unbiased=False) + 1e-8)
-        if self._standardized_cost_adv:
-            adv_c = adv_c - adv_c.mean()
+        if self._cost_advantages == 'returns':
+            if batch.step_costs is None:
+                raise ValueError('meta_test_cfgs.cost_advantages = returns needs the rollout\'s '
+                                 'step costs (Batch.step_costs), which this batch lacks')
+            adv_c = torch.as_tensor(cost_measures.returns_to_go(
+                batch.step_costs.cpu().numpy(), batch.ends, self._cost_returns_gamma),
+                dtype=adv_r.dtype, device=adv_r.device)
+        else:
+            returns_c = batch.target_value_c
+            adv_c = returns_c - self.fit(batch.obs, returns_c)
+            if self._standardized_cost_adv:
+                adv_c = adv_c - adv_c.mean()
         return dataclasses.replace(batch, adv_r=adv_r.detach(), adv_c=adv_c.detach())
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from omnisafe.utils.config import Config
 
-from omnisafe_metacpo import run_files
+from omnisafe_metacpo import cost_measures, run_files
 from omnisafe_metacpo.evaluation.fresh_critics import FreshCriticLearner, FreshCritics
 from omnisafe_metacpo.plugin.configs import load_default_config
 
@@ -111,6 +111,7 @@ def build_learner(policy: Any, cfgs: Any, observation_space: Any, action_space: 
     # The same critics for every algorithm: MetaCPO.yaml's model_cfgs.critic (sizes, lr) and its
     # advantage standardisation, whatever the run itself was trained with.
     defaults = metacpo_defaults(cfgs.env_id)
+    algo_cfgs = step_cfgs(cfgs)
     critics = FreshCritics(
         observation_space,
         action_space,
@@ -118,6 +119,16 @@ def build_learner(policy: Any, cfgs: Any, observation_space: Any, action_space: 
         weight_initialization_mode=defaults.model_cfgs.weight_initialization_mode,
         standardized_rew_adv=bool(defaults.algo_cfgs.standardized_rew_adv),
         standardized_cost_adv=bool(defaults.algo_cfgs.standardized_cost_adv),
+        cost_advantages=cfgs.meta_test_cfgs.get('cost_advantages', 'fresh_critic'),
+        cost_returns_gamma=cost_returns_gamma(algo_cfgs),
     )
-    return FreshCriticLearner(critics, policy, step_cfgs(cfgs), episode_length,
+    return FreshCriticLearner(critics, policy, algo_cfgs, episode_length,
                               constrained=is_constrained(cfgs))
+
+
+def cost_returns_gamma(algo_cfgs: Any) -> float:
+    """The discount of the step's cost measure: 1 for the cost per episode (``episode``, also
+    runs saved before ``cost_measure`` existed), ``cost_gamma`` for the paper's J_C."""
+    measure = cost_measures.check_measure(
+        algo_cfgs.get('cost_measure', cost_measures.BEFORE_THE_KEY))
+    return float(algo_cfgs.cost_gamma) if measure == 'discounted' else 1.0

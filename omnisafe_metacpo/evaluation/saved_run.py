@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from omnisafe.models.actor.actor_builder import ActorBuilder
 
-from omnisafe_metacpo import run_files
+from omnisafe_metacpo import cost_measures, run_files
 from omnisafe_metacpo.evaluation import rule
 from omnisafe_metacpo.evaluation.fresh_critics import ZeroCritic, value_critic_builder
 from omnisafe_metacpo.evaluation.meta_tester import MetaTester
@@ -57,7 +57,7 @@ def meta_test_saved_run(
         run_dir: A run directory (with config.json and torch_save/).
         epoch: Which saved epoch; ``None`` takes the highest.
         overrides: Values for ``meta_test_cfgs`` (num_tasks, adapt_steps, rollout_steps,
-            cost_limit, eval_episodes).
+            cost_limit, eval_episodes, cost_advantages).
         task_seed: Draw the test tasks from this seed; ``None``: the run's seed.
         trace: Collects one row per adaptation step (:meth:`MetaTester.run`).
         critics: ``fresh`` (the comparison's rule, above) or ``saved``: a Meta-CPO / Meta-TRPO
@@ -67,6 +67,10 @@ def meta_test_saved_run(
     """
     if critics not in CRITICS:
         raise ValueError(f"critics = {critics!r}: 'fresh' or 'saved'")
+    if critics == 'saved' and (overrides or {}).get('cost_advantages', 'fresh_critic') != \
+            'fresh_critic':
+        raise ValueError("meta_test_cfgs.cost_advantages applies to critics = 'fresh' only: the "
+                         "'saved' rule adapts with the run's own critics")
     cfgs = rule.load_run_cfgs(run_dir, overrides, sampler_cfgs=critics == 'fresh')
     if epoch is None:
         saved = run_files.saved_epochs(run_dir)
@@ -145,6 +149,12 @@ def add_override_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--eval-episodes', type=int, default=None, metavar='N',
                         help='deterministic evaluation episodes per task and step (0: none; '
                              "default: the run's meta_test_cfgs.eval_episodes)")
+    parser.add_argument('--cost-advantages', choices=cost_measures.COST_ADVANTAGES,
+                        default=None,
+                        help='cost advantages of the adaptation steps: fresh_critic (a critic '
+                             'fitted on each test rollout, centred) or returns (the returns-to-go '
+                             "on the step's cost measure, no baseline); default: the run's "
+                             'meta_test_cfgs.cost_advantages, else fresh_critic')
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -152,7 +162,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in {
         'num_tasks': args.num_tasks, 'adapt_steps': args.adapt_steps,
         'rollout_steps': args.rollout_steps, 'cost_limit': args.cost_limit,
-        'eval_episodes': args.eval_episodes,
+        'eval_episodes': args.eval_episodes, 'cost_advantages': args.cost_advantages,
     }.items() if value is not None}
 
 

@@ -65,6 +65,10 @@ class Batch:
     disc_weights: torch.Tensor | None = None
     #: sum_t gamma^t c_t of each finished episode, from its start.
     ep_disc_costs: list[float] = field(default_factory=list)
+    #: The step costs c_t (float64), for advantages on a measure's own discount.
+    step_costs: torch.Tensor | None = None
+    #: The last step of every finished episode, ascending.
+    ends: list[int] = field(default_factory=list)
 
     @property
     def num_steps(self) -> int:
@@ -86,12 +90,14 @@ class Batch:
 
 
 def disc_fields(costs: np.ndarray, ends: list[int], gamma: float, length: int) -> dict[str, Any]:
-    """The discounted-cost fields of a :class:`Batch` from its step costs and episode ends."""
+    """The discounted-cost fields of a :class:`Batch`, its step costs and episode ends."""
     weights = cost_measures.discount_weights(len(costs), ends, gamma)
     return {
         'disc_cost': cost_measures.per_episode(costs, ends, gamma, length),
         'disc_weights': torch.from_numpy(weights.astype(np.float32)),
         'ep_disc_costs': cost_measures.episode_sums(costs, ends, gamma),
+        'step_costs': torch.from_numpy(np.array(costs, dtype=np.float64)),
+        'ends': [int(end) for end in ends],
     }
 
 

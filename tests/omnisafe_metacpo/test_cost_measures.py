@@ -93,3 +93,13 @@ def test_unknown_measure_names_the_field_and_the_allowed_values() -> None:
         cost_measures.check_measure('per_step')
     assert cost_measures.check_measure('discounted') == 'discounted'
     assert math.isclose(cost_measures.discount_weights(3, [], 0.5)[2], 0.25)
+
+
+def test_returns_to_go_restart_at_episode_ends_and_stop_at_the_rollout_end() -> None:
+    # costs 1 0 1 | 0 1 | 1 (unfinished): episodes end at steps 2 and 4
+    costs = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 1.0])
+    np.testing.assert_array_equal(cost_measures.returns_to_go(costs, [2, 4], 1.0),
+                                  [2.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    np.testing.assert_allclose(cost_measures.returns_to_go(costs, [2, 4], 0.5),
+                               [1.25, 0.5, 1.0, 0.5, 1.0, 1.0])
+    assert cost_measures.returns_to_go(costs, [], 1.0)[0] == 4.0  # one unfinished episode

@@ -292,3 +292,11 @@ def test_meta_over_limit_is_validated(run_dir: str) -> None:
 
     with pytest.raises(MetaConfigError, match=r'algo_cfgs\.meta_over_limit.*cpo or recover'):
         _agent(run_dir, algo_cfgs={'meta_over_limit': 'always'})
+
+
+def test_meta_test_cost_advantages_is_validated(run_dir: str) -> None:
+    from omnisafe_metacpo.config import MetaConfigError
+
+    with pytest.raises(MetaConfigError,
+                       match=r'meta_test_cfgs\.cost_advantages.*fresh_critic or returns'):
+        _agent(run_dir, meta_test_cfgs={'cost_advantages': 'centred'})

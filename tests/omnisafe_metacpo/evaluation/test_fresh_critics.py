@@ -11,8 +11,9 @@ import pytest
 import torch
 from omnisafe.utils.config import Config
 
+from omnisafe_metacpo import cost_measures
 from omnisafe_metacpo.evaluation.fresh_critics import FreshCritics, ZeroCritic
-from omnisafe_metacpo.evaluation.rule import SAMPLER_CFGS, metacpo_defaults
+from omnisafe_metacpo.evaluation.rule import SAMPLER_CFGS, cost_returns_gamma, metacpo_defaults
 from omnisafe_metacpo.policy import FunctionalPolicy
 from omnisafe_metacpo.sampling.adapter import TaskRolloutAdapter
 from omnisafe_metacpo.sampling.batch import Batch
@@ -106,6 +107,13 @@ def test_sampled_targets_are_returns_to_go_without_bootstrap(batched: bool) -> N
     # Reward-to-go decreases by the step's reward: G_t - G_{t+1} = r_t (~ one step's reward).
     steps = batch.target_value_r[:499] - batch.target_value_r[1:500]
     assert float(steps.abs().max()) < 1.0
+    # The step costs and episode ends the ``returns`` rule builds on, from both samplers alike.
+    assert batch.ends == [499, 999] and batch.step_costs.dtype == torch.float64
+    assert [float(batch.step_costs[:500].sum()), float(batch.step_costs[500:].sum())] == \
+        batch.ep_costs
+    np.testing.assert_allclose(cost_measures.returns_to_go(batch.step_costs.numpy(), batch.ends,
+                                                           1.0),
+                               batch.target_value_c.numpy(), atol=1e-3)
 
 
 def _actor(adapter: TaskRolloutAdapter) -> torch.nn.Module:
@@ -122,3 +130,36 @@ def test_replace_keeps_batch_fields() -> None:
                                 ep_returns=[1.0])
     out = _critics(fit_iters=5).advantages(batch)
     assert out.cost_rate == 0.25 and out.ep_returns == [1.0]
+
+
+def test_returns_cost_advantages_are_the_returns_to_go_without_a_baseline() -> None:
+    """``cost_advantages: returns``: A_C = the cost-to-go on the step's discount, not centred (a
+    baseline fitted to, or averaged over, the rollout itself would remove part of the gradient);
+    the reward advantages keep the fresh-critic rule."""
+    generator = torch.Generator().manual_seed(2)
+    obs = torch.randn(6, OBS_DIM, generator=generator)
+    costs = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+    batch = dataclasses.replace(_batch(torch.randn(6, generator=generator), torch.zeros(6), obs),
+                                step_costs=costs, ends=[2, 4])
+    out = _critics(cost_advantages='returns', cost_returns_gamma=0.5).advantages(batch)
+    assert torch.equal(out.adv_c, torch.tensor([1.25, 0.5, 1.0, 0.5, 1.0, 1.0]))
+    assert torch.equal(out.adv_r, _critics().advantages(batch).adv_r)
+    undiscounted = _critics(cost_advantages='returns').advantages(batch).adv_c
+    assert torch.equal(undiscounted, torch.tensor([2.0, 1.0, 1.0, 1.0, 1.0, 1.0]))
+
+
+def test_returns_rule_needs_step_costs_and_names_are_checked() -> None:
+    batch = _batch(torch.randn(4), torch.zeros(4), torch.randn(4, OBS_DIM))
+    with pytest.raises(ValueError, match='step costs'):
+        _critics(cost_advantages='returns').advantages(batch)
+    with pytest.raises(ValueError, match=r'meta_test_cfgs\.cost_advantages.*fresh_critic, returns'):
+        _critics(cost_advantages='baseline')
+
+
+def test_the_returns_discount_is_the_step_measure_s() -> None:
+    cfgs = metacpo_defaults('MetaPointCircle-v0').algo_cfgs
+    assert cfgs.cost_measure == 'episode' and cost_returns_gamma(cfgs) == 1.0
+    cfgs['cost_measure'] = 'discounted'
+    assert cost_returns_gamma(cfgs) == cfgs.cost_gamma == 0.99
+    del cfgs['cost_measure']  # a run saved before the key existed constrained the episode's cost
+    assert cost_returns_gamma(cfgs) == 1.0

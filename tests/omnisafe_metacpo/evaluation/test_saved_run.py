@@ -7,11 +7,12 @@ import os
 import subprocess
 import sys
 
+import omnisafe
 import pytest
 
 from omnisafe_metacpo.evaluation import saved_run, summary
 from omnisafe_metacpo.evaluation.saved_run import main
-from tests.conftest import BIN
+from tests.conftest import BIN, tiny_meta_cfgs
 
 # Stock runs are tested without adaptation (they save no critics): short and enough to tell tasks
 # apart, since the reward of a Circle task depends on its radius.
@@ -138,3 +139,25 @@ def test_deterministic_evaluation_leaves_the_adaptation_unchanged(cpo_run: str) 
             evaluated[f'MetaTest/Eval/EpCost/step_{k}'] + 1e-9
     # the mean action is not the adaptation rollouts' noisy one: other returns
     assert evaluated['MetaTest/Eval/EpRet/step_0'] != evaluated['MetaTest/EpRet/step_0']
+
+
+def test_returns_cost_advantages_change_the_steps_not_the_step_0_rollout(run_dir: str) -> None:
+    # an untrained Car leaves the circle within its first rollout: the cost gradient is not 0
+    custom = tiny_meta_cfgs()
+    custom['logger_cfgs']['log_dir'] = run_dir
+    agent = omnisafe.Agent('MetaCPO', 'MetaCarCircleHazard-v0', custom_cfgs=custom)
+    agent.learn()
+    run = agent.agent.logger.log_dir
+    overrides = {'num_tasks': 1, 'adapt_steps': 1, 'rollout_steps': 500, 'eval_episodes': 0}
+    fresh = saved_run.meta_test_saved_run(run, overrides=overrides)
+    returns = saved_run.meta_test_saved_run(run, overrides={**overrides,
+                                                            'cost_advantages': 'returns'})
+    # the same task and the same first rollout, with cost; the adaptation step differs
+    assert returns['MetaTest/EpRet/step_0'] == fresh['MetaTest/EpRet/step_0']
+    assert fresh['MetaTest/EpCost/step_0'] > 0
+    assert returns['MetaTest/EpRet/step_1'] != fresh['MetaTest/EpRet/step_1']
+    args = saved_run.parser().parse_args([run, '--cost-advantages', 'returns'])
+    assert saved_run.overrides_from(args) == {'cost_advantages': 'returns'}
+    with pytest.raises(ValueError, match="critics = 'fresh' only"):
+        saved_run.meta_test_saved_run(run, overrides={'cost_advantages': 'returns'},
+                                      critics='saved')

@@ -1,84 +1,63 @@
 """The linear cost prediction of a CPO step is on the scale of the measure it is compared with.
 
-b = J_C - h and a'x must be in the same unit. For a small step along the cost gradient, the
-change that the inner learner's cost surrogate predicts on held-out rollouts of the task (256
-episodes the gradient did not come from: in-sample the surrogate is optimistic) is compared with
-the change measured on fresh rollouts of both policies (the same seeds, so that the noise mostly
-cancels). With the other measure's scaling the prediction would be off by T / W = 500 / 99.3,
-about 5x: the test checks that it would then fall outside the tolerance.
+b = J_C - h and a'x must be in the same unit. For a step of +-0.01 along a fixed direction, the
+change the inner learner's cost surrogate predicts on held-out rollouts is compared with the change
+measured on rollouts of both policies with the same seeds (``benchmarks.cost_prediction``, whose
+docstring has the design). The advantages are Monte-Carlo returns-to-go without a baseline, the
+unbiased estimator: centring them on the rollout's own mean, as OmniSafe's buffer does, shrinks the
+prediction (by a fifth on these rollouts of 4 episodes; see ``benchmarks/results/
+cost_prediction.md``), which is a property of that estimator and not of the scale tested here. With
+the other measure's scaling the prediction would be off by T / W = 500 / 99.3, about 5x: the test
+checks that it would then fall outside the tolerance. With MetaCPO's default gamma = 0.99 for the
+cost advantages the prediction of the cost per episode is about 0.2 of the change (a strict xfail
+below): the scale is T, but the advantages estimate a discounted cost's gradient.
 """
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
-import numpy as np
-import omnisafe
 import pytest
-import torch
 
+from benchmarks import cost_prediction
 from omnisafe_metacpo import cost_measures
-from omnisafe_metacpo.evaluation.fresh_critics import ZeroCritic
-from omnisafe_metacpo.meta.inner import InnerLearner
-from tests.conftest import tiny_meta_cfgs
 
-ROLLOUTS, EPISODES = 32, 4  # 128 episodes of 500 steps per set of rollouts
-STEP = 0.005  # along -a / |a|
+EPISODES = 4
+COUNTS = (32, 192, 128)  # rollouts of 4 episodes: fit, held-out, measured per policy
+#: (scale, discount of the returns-to-go): each scale with its own discount, and the undiscounted
+#: cost per episode with MetaCPO's default gamma = 0.99
+RETURNS = (('discounted', 0.99), ('episode', 1.0), ('episode', 0.99))
 
 
-def _changes(run_dir: str, measure: str, gamma: float) -> tuple[float, float, float]:
-    """(predicted, measured, J_C before) for a step of 0.005 along -a / |a|."""
-    # Monte-Carlo advantages (zero critic, lambda = 1), centred (a baseline: less variance, no
-    # bias): an unbiased surrogate.
-    custom = tiny_meta_cfgs(obs_normalize=False, lam=1.0, lam_c=1.0, gamma=gamma,
-                            cost_measure=measure)
-    custom['logger_cfgs']['log_dir'] = run_dir
-    custom['model_cfgs'] = {'actor': {'hidden_sizes': [32, 16]}}
-    algo = omnisafe.Agent('MetaCPO', 'MetaPointCircle-v0', custom_cfgs=custom).agent
-    env, policy = algo._env, algo._policy
-    learner = InnerLearner(policy, algo._cfgs.algo_cfgs, env.episode_length)
-    zero = SimpleNamespace(reward_critic=ZeroCritic(), cost_critic=ZeroCritic())
-    task = env.sample_task()
-    theta = policy.flat_params().detach()
-
-    def collect(phi: torch.Tensor, offset: int) -> list:
-        seeds = [offset + index for index in range(ROLLOUTS)]
-        return env.collect_tasks(policy, [phi] * ROLLOUTS, zero, [task] * ROLLOUTS,
-                                 EPISODES * env.episode_length, seeds)
-
-    def surrogate(phi: torch.Tensor, batches: list) -> torch.Tensor:
-        return torch.stack([learner.surrogates(phi, batch)[1] for batch in batches]).mean()
-
-    fit, held, before = collect(theta, 1000), collect(theta, 2000), collect(theta, 100)
-    phi = theta.clone().requires_grad_(True)
-    grad = torch.autograd.grad(surrogate(phi, fit), phi)[0]
-    new = theta - STEP * grad / grad.norm()
-    with torch.no_grad():
-        # on every rollout the gradient did not come from (``before`` too: twice the data)
-        pooled = held + before
-        predicted = float(surrogate(new, pooled) - surrogate(theta, pooled))
-    after = collect(new, 100)
-    j_before = float(np.mean([learner.cost_value(batch) for batch in before]))
-    j_after = float(np.mean([learner.cost_value(batch) for batch in after]))
-    return predicted, j_after - j_before, j_before
+@pytest.fixture(scope='module')
+def rows(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, float], dict]:
+    """The measurement, once for the tests below (about 1,000,000 env steps)."""
+    measured = cost_prediction.measure('MetaPointCircle-v0', EPISODES, COUNTS, step=0.01, seed=3,
+                                       log_dir=str(tmp_path_factory.mktemp('cost_prediction')),
+                                       returns=RETURNS, baselines=('none',))
+    return {(row['scale'], row['returns_gamma']): row for row in measured}
 
 
 @pytest.mark.slow
-# Measured (2026-12-04, these seeds and others): the held-out prediction is 0.2-0.5 of the measured
-# change on both scales alike (discounted -0.24 vs -0.52, episode -6.8 vs -14.4 at step 0.005;
-# -0.10 vs -0.25 on the discounted scale at 0.002), 0.9-1.2 with 64 uncentred episodes on other
-# seeds. The common factor is not the scale (the two scales agree with each other) and its cause is
-# not found; at this noise the 5x test below cannot tell the scales apart either. Strict: the
-# test reports when the prediction starts to match.
-@pytest.mark.xfail(strict=True, reason='the linear cost prediction is 0.2-0.5x the measured '
-                                       'change on both scales (see the comment)')
-@pytest.mark.parametrize(('measure', 'gamma'), [('discounted', 0.99), ('episode', 1.0)])
-def test_predicted_cost_change_matches_the_measured_one(run_dir: str, measure: str,
+@pytest.mark.parametrize(('scale', 'gamma'), [('discounted', 0.99), ('episode', 1.0)])
+def test_predicted_cost_change_matches_the_measured_one(rows: dict, scale: str,
                                                        gamma: float) -> None:
-    predicted, measured, before = _changes(run_dir, measure, gamma)
-    assert before > 0 and measured < 0  # the untrained policy leaves the circle; the step helps
-    assert 0.5 <= predicted / measured <= 2.0, (predicted, measured)
-    # scaled as the other measure, the prediction would be ~5x off: outside the tolerance
-    ratio = 500 / cost_measures.episode_weight(0.99, 500)
-    wrong = predicted * ratio if measure == 'discounted' else predicted / ratio
-    assert not 0.5 <= wrong / measured <= 2.0, (wrong, measured)
+    row = rows[scale, gamma]
+    predicted, measured = row['predicted'], row['measured']
+    assert measured < 0, row  # the direction lowers the cost, and measurably
+    assert 0.5 <= predicted / measured <= 2.0, row
+    # scaled as the other measure (T / W = 500 / 99.3), the prediction would be ~5x off
+    other = 500 / cost_measures.episode_weight(0.99, 500)
+    wrong = predicted * other if scale == 'discounted' else predicted / other
+    assert not 0.5 <= wrong / measured <= 2.0, (wrong, row)
+
+
+@pytest.mark.slow
+# Measured (benchmarks/results/cost_prediction.md): 0.21 +- 0.04 of the change on these rollouts,
+# 0.18 +- 0.05 on rollouts of one episode. Cost advantages discounted with gamma = 0.99 (OmniSafe's
+# buffer discounts costs with the reward's gamma) estimate the gradient of a discounted cost, not
+# of the undiscounted cost per episode that ``cost_measure: episode`` constrains; scaling by T
+# does not make up for the discount. Strict: the test reports when the prediction starts to match.
+@pytest.mark.xfail(strict=True, reason="with MetaCPO's default gamma = 0.99 the cost advantages "
+                                       'predict about 0.2 of the change in cost per episode')
+def test_default_cost_advantages_predict_the_change_in_cost_per_episode(rows: dict) -> None:
+    row = rows['episode', 0.99]
+    assert 0.5 <= row['predicted'] / row['measured'] <= 2.0, row
