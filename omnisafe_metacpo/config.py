@@ -13,7 +13,7 @@ from omnisafe.utils.distributed import world_size
 
 import task_distributions
 from omnisafe_metacpo import run_files
-from omnisafe_metacpo.cost_measures import COST_ADVANTAGES, COST_MEASURES
+from omnisafe_metacpo.cost_measures import COST_ADVANTAGE_RULES, COST_ADVANTAGES, COST_MEASURES
 
 BACKENDS = ('closed_form', 'cvxpylayers')
 METRICS = ('euclidean', 'fisher')
@@ -69,6 +69,9 @@ def validate_meta_config(cfgs: Any, env_id: str) -> None:
     require(algo.metric in METRICS, 'algo_cfgs.metric', algo.metric, ' or '.join(METRICS))
     require(algo.cost_measure in COST_MEASURES, 'algo_cfgs.cost_measure', algo.cost_measure,
             ' or '.join(COST_MEASURES))
+    cost_advantage = algo.get('cost_advantage', 'gae')
+    require(cost_advantage in COST_ADVANTAGE_RULES, 'algo_cfgs.cost_advantage', cost_advantage,
+            ' or '.join(COST_ADVANTAGE_RULES))
     require(is_number(algo.cost_gamma) and 0 < algo.cost_gamma <= 1, 'algo_cfgs.cost_gamma',
             algo.cost_gamma, 'a number in (0, 1]')
     require(algo.env_workers is None or (is_int(algo.env_workers) and algo.env_workers >= 0),

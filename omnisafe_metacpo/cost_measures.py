@@ -25,12 +25,14 @@ with (``b = J_C - h``): with per-step weights w_t and ``per_episode`` = the weig
 sum_t gamma^t E[A^C_t] per episode, i.e. 1/(1 - gamma) times the expectation under the discounted
 state distribution (Kakade & Langford 2002; Achiam et al. 2017, eq. 2), for episodes of T steps.
 
-These functions know nothing of samplers, loggers or configs.
+These functions know nothing of samplers or loggers; :func:`cost_advantage_settings` reads a
+config's ``algo_cfgs``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +41,12 @@ COST_MEASURES: tuple[str, ...] = ('episode', 'discounted')
 #: What ``meta_test_cfgs.cost_advantages`` accepts: cost advantages from a critic fitted on each
 #: test rollout (centred), or the rollout's returns-to-go on the step's measure (no baseline).
 COST_ADVANTAGES: tuple[str, ...] = ('fresh_critic', 'returns')
+#: What ``algo_cfgs.cost_advantage`` accepts, the cost advantages of the training rollouts:
+#: ``gae``, OmniSafe's GAE(gamma, lam_c) of the cost with the reward's discount, bootstrapped with
+#: the cost critic at a time-limit end (what OmniSafe's CPO uses); ``measure``, the cost to the
+#: end of the step's episode on the constraint's own scale minus the cost critic's value
+#: (:func:`measure_discount`; see :func:`cost_advantage_settings`).
+COST_ADVANTAGE_RULES: tuple[str, ...] = ('gae', 'measure')
 #: The measure of a config without ``cost_measure``: runs saved before the key existed
 #: constrained OmniSafe's undiscounted cost per episode.
 BEFORE_THE_KEY = 'episode'
@@ -49,6 +57,37 @@ def check_measure(name: str, key: str = 'algo_cfgs.cost_measure') -> str:
     if name not in COST_MEASURES:
         raise ValueError(f'{key} = {name!r}: allowed values are {", ".join(COST_MEASURES)}')
     return name
+
+
+def measure_discount(measure: str, cost_gamma: float) -> float:
+    """The discount of ``measure``'s sum over an episode: 1 for ``episode``, ``cost_gamma`` for
+    ``discounted``."""
+    return float(cost_gamma) if check_measure(measure) == 'discounted' else 1.0
+
+
+def cost_advantage_settings(algo_cfgs: Any) -> tuple[float, float, bool]:
+    """(discount, GAE lambda, bootstrap at a time-limit end) of the cost advantages of a config.
+
+    ``gae`` (also a config without ``cost_advantage``, as stock OmniSafe configs are): OmniSafe's
+    ``(gamma, lam_c, True)``. Its discount is the reward's, whatever the constraint's measure, so
+    with ``cost_measure: episode`` a step's predicted change of the cost per episode is about 0.2 of
+    the change measured (``benchmarks/cost_prediction.py``).
+
+    ``measure``: ``(measure_discount, 1, False)``. With lambda = 1 the GAE sum telescopes to
+    A_t = G_t - V(s_t), G_t the cost from t to the end of t's episode discounted as the measure is:
+    the measure ends with the episode, so a time-limit end is not bootstrapped (a cut by the end
+    of the rollout still is, with the critic's value, the estimate of the episode's rest). The
+    critic is only a baseline there, so the advantages are unbiased for the measure's gradient
+    whatever the critic has learnt.
+    """
+    rule = algo_cfgs.get('cost_advantage', 'gae')
+    if rule not in COST_ADVANTAGE_RULES:
+        raise ValueError(f'algo_cfgs.cost_advantage = {rule!r}: allowed values are '
+                         f'{", ".join(COST_ADVANTAGE_RULES)}')
+    if rule == 'gae':
+        return float(algo_cfgs.gamma), float(algo_cfgs.lam_c), True
+    measure = algo_cfgs.get('cost_measure', BEFORE_THE_KEY)
+    return measure_discount(measure, algo_cfgs.cost_gamma), 1.0, False
 
 
 def episode_weight(gamma: float, length: int) -> float:

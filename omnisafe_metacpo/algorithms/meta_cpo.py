@@ -41,6 +41,7 @@ from omnisafe_metacpo.sampling.batch import Batch, SeedStream, rollout_seed
 ADDED_KEYS: dict[tuple[str, str], Any] = {
     **StepVariants.neutral_keys(),
     ('algo_cfgs', 'cost_measure'): cost_measures.BEFORE_THE_KEY,
+    ('algo_cfgs', 'cost_advantage'): 'gae',
 }
 
 

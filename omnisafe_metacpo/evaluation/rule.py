@@ -129,6 +129,5 @@ def build_learner(policy: Any, cfgs: Any, observation_space: Any, action_space: 
 def cost_returns_gamma(algo_cfgs: Any) -> float:
     """The discount of the step's cost measure: 1 for the cost per episode (``episode``, also
     runs saved before ``cost_measure`` existed), ``cost_gamma`` for the paper's J_C."""
-    measure = cost_measures.check_measure(
-        algo_cfgs.get('cost_measure', cost_measures.BEFORE_THE_KEY))
-    return float(algo_cfgs.cost_gamma) if measure == 'discounted' else 1.0
+    return cost_measures.measure_discount(
+        algo_cfgs.get('cost_measure', cost_measures.BEFORE_THE_KEY), algo_cfgs.cost_gamma)

@@ -25,10 +25,11 @@ from omnisafe.common.buffer import VectorOnPolicyBuffer
 from omnisafe.models.actor_critic.constraint_actor_critic import ConstraintActorCritic
 from omnisafe.utils.config import Config
 
+from omnisafe_metacpo import cost_measures
 from omnisafe_metacpo.policy import FunctionalPolicy
 from omnisafe_metacpo.sampling import fast_normalizer
-from omnisafe_metacpo.sampling.batch import Batch, disc_fields, rollout_noise
-from omnisafe_metacpo.sampling.batched import BatchedRollout
+from omnisafe_metacpo.sampling.batch import Batch, disc_fields, mean_std, rollout_noise
+from omnisafe_metacpo.sampling.batched import BatchedRollout, gae
 from omnisafe_metacpo.sampling.envs import TaskDistributionEnv, unwrapped
 from task_distributions import Task
 
@@ -223,6 +224,8 @@ class TaskRolloutAdapter(OnPolicyAdapter):
         returns, costs, lengths = [], [], []
         step_costs = np.zeros(steps, dtype=np.float64)
         ends: list[int] = []
+        values_c = torch.zeros(steps)  # V_C(s_t), and below V_C(s_t+1) or the bootstrap value
+        next_c = torch.zeros(steps)
         for step in range(steps):
             dist = actor(obs)
             act = dist.mean + dist.stddev * noise[step]
@@ -234,6 +237,9 @@ class TaskRolloutAdapter(OnPolicyAdapter):
             ep_ret, ep_cost, ep_len = ep_ret + raw_reward, ep_cost + raw_cost, ep_len + 1
             total_reward, total_cost = total_reward + raw_reward, total_cost + raw_cost
             step_costs[step] = raw_cost
+            values_c[step] = value_c[0]
+            if step > 0 and not (ends and ends[-1] == step - 1):
+                next_c[step - 1] = value_c[0]
             buffer.store(obs=obs, act=act, reward=reward, cost=cost, value_r=value_r,
                          value_c=value_c, logp=logp)
             obs = next_obs
@@ -245,6 +251,7 @@ class TaskRolloutAdapter(OnPolicyAdapter):
             else:  # truncated by the time limit, or cut by the end of the rollout
                 last_obs = info['final_observation'] if time_out else obs
                 last_r, last_c = reward_critic(last_obs)[0], cost_critic(last_obs)[0]
+            next_c[step] = 0.0 if (done or time_out) else last_c[0]
             if done or time_out:
                 ends.append(step)
                 returns.append(ep_ret)
@@ -253,6 +260,19 @@ class TaskRolloutAdapter(OnPolicyAdapter):
                 ep_ret = ep_cost = ep_len = 0.0
             buffer.finish_path(last_r.reshape(1), last_c.reshape(1), 0)
         data = buffer.get()
+        gamma_c, lam_c, bootstrap = cost_measures.cost_advantage_settings(self._cfgs.algo_cfgs)
+        if not bootstrap:
+            # OmniSafe's buffer discounts costs with the reward's gamma and bootstraps at time
+            # limits; the measure's advantages are computed here as the batched sampler does.
+            continues = torch.ones((steps, 1), dtype=torch.float64)
+            continues[ends] = 0.0
+            continues[-1] = 0.0
+            adv_c, target_c = gae(torch.from_numpy(step_costs.astype(np.float32))[:, None],
+                                  values_c[:, None], next_c[:, None], continues, gamma_c, lam_c)
+            adv_c, data['target_value_c'] = adv_c[:, 0], target_c[:, 0]
+            if self._cfgs.algo_cfgs.standardized_cost_adv:
+                adv_c = adv_c - mean_std(adv_c)[0]
+            data['adv_c'] = adv_c
         gamma = self._cfgs.algo_cfgs.cost_gamma
         return Batch(
             obs=data['obs'],

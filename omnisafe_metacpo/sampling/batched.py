@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from omnisafe.common.normalizer import Normalizer
 
+from omnisafe_metacpo import cost_measures
 from omnisafe_metacpo.distributed.collectives import world_size
 from omnisafe_metacpo.distributed.launch import usable_cores
 from omnisafe_metacpo.policy import FunctionalPolicy
@@ -208,11 +209,14 @@ class BatchedRollout:
                     after[step, index] = 0.0 if terminated else final
             for step, _ in ends[index]:
                 continues[step, index] = 0.0
-        gamma = self._cfgs.gamma
-        adv_r, target_r = gae(torch.from_numpy(rewards), value_r, next_r, continues, gamma,
-                              self._cfgs.lam)
-        adv_c, target_c = gae(torch.from_numpy(costs), value_c, next_c, continues, gamma,
-                              self._cfgs.lam_c)
+        adv_r, target_r = gae(torch.from_numpy(rewards), value_r, next_r, continues,
+                              self._cfgs.gamma, self._cfgs.lam)
+        gamma_c, lam_c, bootstrap = cost_measures.cost_advantage_settings(self._cfgs)
+        if not bootstrap:  # the cost measure ends with the episode, a time-limit end included
+            for index in range(count):
+                for step, _ in ends[index]:
+                    next_c[step, index] = 0.0
+        adv_c, target_c = gae(torch.from_numpy(costs), value_c, next_c, continues, gamma_c, lam_c)
         obs_all, act_all = torch.from_numpy(obs_buf), torch.from_numpy(act_buf)
         return [
             self._batch(policy, thetas[index], obs_all[:, index], act_all[:, index],

@@ -60,8 +60,14 @@ def test_the_540k_budget_adds_the_paper_preset_and_the_deterministic_evaluation(
         run_dir: str) -> None:
     budget = Budget(budget_path('540k'))
     jobs = budget.jobs(run_dir, write=False)
-    assert len(jobs) == 54 and {job.algo for job in jobs} == ALGOS | {'MetaCPOPaper'}
+    assert len(jobs) == 63 and {job.algo for job in jobs} == ALGOS | {'MetaCPOPaper'}
     assert len({job.total_steps for job in jobs}) == 1
+    # the labelled variant: MetaCPO with unbiased cost advantages, on every env
+    measure = [job for job in jobs if job.variant == 'MetaCPO-measure-adv']
+    assert len(measure) == 9 and {job.algo for job in measure} == {'MetaCPO'}
+    assert {job.custom_cfgs['algo_cfgs']['cost_advantage'] for job in measure} == {'measure'}
+    assert all('cost_advantage' not in job.custom_cfgs['algo_cfgs']
+               for job in jobs if job.variant != 'MetaCPO-measure-adv')
     assert all(budget.meta_test_cfgs(env)['eval_episodes'] == 2 for env in ENVS)
     # A part of it: the meta-learners of one env, by algorithm.
     part = budget.select(['MetaCarCircleHazard-v0'], ['MetaCPO', 'MetaCPOPaper'])

@@ -73,6 +73,7 @@ def test_env_without_distribution_lists_supported() -> None:
 @pytest.mark.parametrize(('field', 'value', 'allowed'), [
     ('dco_backend', 'qp', 'closed_form or cvxpylayers'),
     ('metric', 'kl', 'euclidean or fisher'),
+    ('cost_advantage', 'returns', 'gae or measure'),
     ('inner_delta', 0.0, 'a finite number > 0'),
     ('inner_delta', float('inf'), 'a finite number > 0'),
     ('meta_delta', float('inf'), 'a finite number > 0'),

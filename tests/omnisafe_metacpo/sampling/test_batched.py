@@ -231,3 +231,38 @@ def test_a_deterministic_rollout_takes_the_mean_action(run_dir: str, batched: bo
     assert torch.equal(batch.act, mean.reshape(batch.act.shape))
     (noisy,) = collect(algo._policy, thetas, actor_critic, tasks, 300, [5])
     assert not torch.equal(noisy.act, batch.act)
+
+
+@pytest.mark.parametrize('measure', ['episode', 'discounted'])
+def test_measure_cost_advantages_are_the_cost_to_the_episode_end_minus_the_critic(
+        run_dir: str, measure: str) -> None:
+    """``cost_advantage: measure``: target G_t, the cost to the end of t's episode discounted as
+    the measure is (no bootstrap at the time limit at step 499; the episode cut by the rollout's
+    end at step 699 is bootstrapped with the critic), advantage G_t - V(s_t), centred; both
+    samplers alike."""
+    from omnisafe_metacpo import cost_measures
+
+    algo = _algo(run_dir, obs_normalize=False, cost_advantage='measure', cost_measure=measure)
+    env, actor_critic = algo._env, algo._actor_critic
+    tasks = [env.sample_task() for _ in range(2)]
+    thetas, seeds = _thetas(algo, 2), [31, 32]
+    batched = env.collect_tasks(algo._policy, thetas, actor_critic, tasks, 700, seeds)
+    sequential = env.collect_sequential(algo._policy, thetas, actor_critic, tasks, 700, seeds)
+    _compare(batched, sequential)
+    gamma = 1.0 if measure == 'episode' else algo._cfgs.algo_cfgs.cost_gamma
+    for batch in batched:
+        assert batch.ends == [499]
+        costs = batch.step_costs.numpy()
+        values = actor_critic.cost_critic(batch.obs)[0].detach().double().numpy()
+        expected = cost_measures.returns_to_go(costs, batch.ends, gamma)
+        # the cut episode: its costs to step 699, then gamma^(700 - t) V(s_700), V(s_700) read
+        # off the last target (c_699 + gamma V(s_700))
+        np.testing.assert_allclose(batch.target_value_c[:500].double().numpy(), expected[:500],
+                                   rtol=1e-5, atol=1e-4)
+        assert batch.target_value_c[600:].double().numpy() == pytest.approx(
+            expected[600:] + gamma ** (700 - np.arange(600, 700)) * float(
+                batch.target_value_c[-1] - costs[-1]) / gamma, abs=1e-4)
+        advantages = batch.target_value_c.double().numpy() - values
+        np.testing.assert_allclose(batch.adv_c.double().numpy(),
+                                   advantages - advantages.mean(), rtol=1e-4, atol=1e-4)
+    assert any(batch.step_costs.sum() > 0 for batch in batched)  # there are costs to predict
