@@ -32,7 +32,7 @@ config's ``algo_cfgs``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -65,29 +65,48 @@ def measure_discount(measure: str, cost_gamma: float) -> float:
     return float(cost_gamma) if check_measure(measure) == 'discounted' else 1.0
 
 
-def cost_advantage_settings(algo_cfgs: Any) -> tuple[float, float, bool]:
-    """(discount, GAE lambda, bootstrap at a time-limit end) of the cost advantages of a config.
+class CostAdvantageSettings(NamedTuple):
+    """How a sampler computes the cost advantages of a rollout (:func:`cost_advantage_settings`)."""
+
+    #: the discount of the GAE sum
+    gamma: float
+    #: the GAE lambda
+    lam: float
+    #: bootstrap with the critic's value at a time-limit end (else the sum stops there)
+    bootstrap_time_limit: bool
+    #: subtract the rollout's mean advantage
+    centre: bool
+
+
+def cost_advantage_settings(algo_cfgs: Any) -> CostAdvantageSettings:
+    """The cost advantages of a config's rollouts.
 
     ``gae`` (also a config without ``cost_advantage``, as stock OmniSafe configs are): OmniSafe's
-    ``(gamma, lam_c, True)``. Its discount is the reward's, whatever the constraint's measure, so
-    with ``cost_measure: episode`` a step's predicted change of the cost per episode is about 0.2 of
-    the change measured (``benchmarks/cost_prediction.py``).
+    GAE(``gamma``, ``lam_c``), bootstrapped at time limits, centred if ``standardized_cost_adv``.
+    Its discount is the reward's, whatever the constraint's measure, so with ``cost_measure:
+    episode`` a step's predicted change of the cost per episode is about 0.2 of the change measured
+    (``benchmarks/cost_prediction.py``).
 
-    ``measure``: ``(measure_discount, 1, False)``. With lambda = 1 the GAE sum telescopes to
-    A_t = G_t - V(s_t), G_t the cost from t to the end of t's episode discounted as the measure is:
-    the measure ends with the episode, so a time-limit end is not bootstrapped (a cut by the end
-    of the rollout still is, with the critic's value, the estimate of the episode's rest). The
-    critic is only a baseline there, so the advantages are unbiased for the measure's gradient
-    whatever the critic has learnt.
+    ``measure``: lambda = 1 and the discount of the measure (:func:`measure_discount`), so the GAE
+    sum telescopes to A_t = G_t - V(s_t), G_t the cost from t to the end of t's episode discounted
+    as the measure is. The measure ends with the episode, so a time-limit end is not bootstrapped
+    (a cut by the end of the rollout still is, with the critic's value: the estimate of the
+    episode's rest). Not centred, whatever ``standardized_cost_adv``: the rollout's mean advantage
+    depends on every action in it, so subtracting it removes part of the gradient (0.3 of it with
+    rollouts of one episode, measured by that benchmark), while the critic's V(s_t), fitted on
+    earlier rollouts, is a baseline in the policy-gradient sense. The advantages are then unbiased
+    for the measure's gradient whatever the critic has learnt.
     """
     rule = algo_cfgs.get('cost_advantage', 'gae')
     if rule not in COST_ADVANTAGE_RULES:
         raise ValueError(f'algo_cfgs.cost_advantage = {rule!r}: allowed values are '
                          f'{", ".join(COST_ADVANTAGE_RULES)}')
     if rule == 'gae':
-        return float(algo_cfgs.gamma), float(algo_cfgs.lam_c), True
+        return CostAdvantageSettings(float(algo_cfgs.gamma), float(algo_cfgs.lam_c), True,
+                                     bool(algo_cfgs.standardized_cost_adv))
     measure = algo_cfgs.get('cost_measure', BEFORE_THE_KEY)
-    return measure_discount(measure, algo_cfgs.cost_gamma), 1.0, False
+    return CostAdvantageSettings(measure_discount(measure, algo_cfgs.cost_gamma), 1.0, False,
+                                 False)
 
 
 def episode_weight(gamma: float, length: int) -> float:

@@ -28,7 +28,7 @@ from omnisafe.utils.config import Config
 from omnisafe_metacpo import cost_measures
 from omnisafe_metacpo.policy import FunctionalPolicy
 from omnisafe_metacpo.sampling import fast_normalizer
-from omnisafe_metacpo.sampling.batch import Batch, disc_fields, mean_std, rollout_noise
+from omnisafe_metacpo.sampling.batch import Batch, disc_fields, rollout_noise
 from omnisafe_metacpo.sampling.batched import BatchedRollout, gae
 from omnisafe_metacpo.sampling.envs import TaskDistributionEnv, unwrapped
 from task_distributions import Task
@@ -260,19 +260,17 @@ class TaskRolloutAdapter(OnPolicyAdapter):
                 ep_ret = ep_cost = ep_len = 0.0
             buffer.finish_path(last_r.reshape(1), last_c.reshape(1), 0)
         data = buffer.get()
-        gamma_c, lam_c, bootstrap = cost_measures.cost_advantage_settings(self._cfgs.algo_cfgs)
-        if not bootstrap:
-            # OmniSafe's buffer discounts costs with the reward's gamma and bootstraps at time
-            # limits; the measure's advantages are computed here as the batched sampler does.
+        cost_rule = cost_measures.cost_advantage_settings(self._cfgs.algo_cfgs)
+        if not cost_rule.bootstrap_time_limit:
+            # OmniSafe's buffer discounts costs with the reward's gamma, bootstraps at time limits
+            # and centres; the measure's advantages are computed here as the batched sampler does.
             continues = torch.ones((steps, 1), dtype=torch.float64)
             continues[ends] = 0.0
             continues[-1] = 0.0
             adv_c, target_c = gae(torch.from_numpy(step_costs.astype(np.float32))[:, None],
-                                  values_c[:, None], next_c[:, None], continues, gamma_c, lam_c)
-            adv_c, data['target_value_c'] = adv_c[:, 0], target_c[:, 0]
-            if self._cfgs.algo_cfgs.standardized_cost_adv:
-                adv_c = adv_c - mean_std(adv_c)[0]
-            data['adv_c'] = adv_c
+                                  values_c[:, None], next_c[:, None], continues, cost_rule.gamma,
+                                  cost_rule.lam)
+            data['adv_c'], data['target_value_c'] = adv_c[:, 0], target_c[:, 0]
         gamma = self._cfgs.algo_cfgs.cost_gamma
         return Batch(
             obs=data['obs'],

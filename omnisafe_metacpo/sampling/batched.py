@@ -211,12 +211,13 @@ class BatchedRollout:
                 continues[step, index] = 0.0
         adv_r, target_r = gae(torch.from_numpy(rewards), value_r, next_r, continues,
                               self._cfgs.gamma, self._cfgs.lam)
-        gamma_c, lam_c, bootstrap = cost_measures.cost_advantage_settings(self._cfgs)
-        if not bootstrap:  # the cost measure ends with the episode, a time-limit end included
+        cost_rule = cost_measures.cost_advantage_settings(self._cfgs)
+        if not cost_rule.bootstrap_time_limit:  # the measure ends with the episode
             for index in range(count):
                 for step, _ in ends[index]:
                     next_c[step, index] = 0.0
-        adv_c, target_c = gae(torch.from_numpy(costs), value_c, next_c, continues, gamma_c, lam_c)
+        adv_c, target_c = gae(torch.from_numpy(costs), value_c, next_c, continues, cost_rule.gamma,
+                              cost_rule.lam)
         obs_all, act_all = torch.from_numpy(obs_buf), torch.from_numpy(act_buf)
         return [
             self._batch(policy, thetas[index], obs_all[:, index], act_all[:, index],
@@ -247,7 +248,7 @@ class BatchedRollout:
         if self._cfgs.standardized_rew_adv:
             mean, std = mean_std(adv_r)
             adv_r = (adv_r - mean) / (std + 1e-8)
-        if self._cfgs.standardized_cost_adv:
+        if cost_measures.cost_advantage_settings(self._cfgs).centre:
             adv_c = adv_c - mean_std(adv_c)[0]
         # log pi(a|s) of the sampling policy, with the same function the surrogates use: the
         # importance ratio at phi_k is then exactly 1.

@@ -106,20 +106,21 @@ def test_returns_to_go_restart_at_episode_ends_and_stop_at_the_rollout_end() -> 
 
 
 @pytest.mark.parametrize(('rule', 'measure', 'expected'), [
-    ('gae', 'episode', (0.98, 0.9, True)),  # OmniSafe's: the reward's gamma, whatever the measure
-    ('gae', 'discounted', (0.98, 0.9, True)),
-    ('measure', 'episode', (1.0, 1.0, False)),
-    ('measure', 'discounted', (0.95, 1.0, False)),
+    ('gae', 'episode', (0.98, 0.9, True, True)),  # OmniSafe's: the reward's gamma, any measure
+    ('gae', 'discounted', (0.98, 0.9, True, True)),
+    ('measure', 'episode', (1.0, 1.0, False, False)),
+    ('measure', 'discounted', (0.95, 1.0, False, False)),
 ])
 def test_cost_advantage_settings(rule: str, measure: str, expected: tuple) -> None:
     cfgs = {'cost_advantage': rule, 'cost_measure': measure, 'gamma': 0.98, 'cost_gamma': 0.95,
-            'lam_c': 0.9}
+            'lam_c': 0.9, 'standardized_cost_adv': True}
     assert cost_measures.cost_advantage_settings(_Cfgs(cfgs)) == expected
 
 
 def test_cost_advantage_settings_of_a_stock_config_are_omnisafe_s() -> None:
-    cfgs = _Cfgs({'gamma': 0.99, 'cost_gamma': 0.99, 'lam_c': 0.95})  # no cost_advantage key
-    assert cost_measures.cost_advantage_settings(cfgs) == (0.99, 0.95, True)
+    cfgs = _Cfgs({'gamma': 0.99, 'cost_gamma': 0.99, 'lam_c': 0.95,  # no cost_advantage key
+                  'standardized_cost_adv': False})
+    assert cost_measures.cost_advantage_settings(cfgs) == (0.99, 0.95, True, False)
     with pytest.raises(ValueError, match=r"algo_cfgs\.cost_advantage = 'x'.*gae, measure"):
         cost_measures.cost_advantage_settings(_Cfgs({'cost_advantage': 'x'}))
 

@@ -238,7 +238,7 @@ def test_measure_cost_advantages_are_the_cost_to_the_episode_end_minus_the_criti
         run_dir: str, measure: str) -> None:
     """``cost_advantage: measure``: target G_t, the cost to the end of t's episode discounted as
     the measure is (no bootstrap at the time limit at step 499; the episode cut by the rollout's
-    end at step 699 is bootstrapped with the critic), advantage G_t - V(s_t), centred; both
+    end at step 699 is bootstrapped with the critic), advantage G_t - V(s_t), not centred; both
     samplers alike."""
     from omnisafe_metacpo import cost_measures
 
@@ -262,7 +262,9 @@ def test_measure_cost_advantages_are_the_cost_to_the_episode_end_minus_the_criti
         assert batch.target_value_c[600:].double().numpy() == pytest.approx(
             expected[600:] + gamma ** (700 - np.arange(600, 700)) * float(
                 batch.target_value_c[-1] - costs[-1]) / gamma, abs=1e-4)
-        advantages = batch.target_value_c.double().numpy() - values
+        # not centred (the config's standardized_cost_adv is True): the critic is the baseline
+        assert algo._cfgs.algo_cfgs.standardized_cost_adv
         np.testing.assert_allclose(batch.adv_c.double().numpy(),
-                                   advantages - advantages.mean(), rtol=1e-4, atol=1e-4)
+                                   batch.target_value_c.double().numpy() - values,
+                                   rtol=1e-4, atol=1e-4)
     assert any(batch.step_costs.sum() > 0 for batch in batched)  # there are costs to predict
