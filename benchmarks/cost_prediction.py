@@ -27,6 +27,11 @@ part grows as the rollout holds fewer episodes. The direction d is the normalise
 unbiased discounted surrogate on rollouts of their own. The returns-to-go are computed from the
 rollouts' step costs (``Batch.step_costs``).
 
+The same held-out rollouts are also sampled again through the training sampler, with its own cost
+advantages (baseline ``sampler: gae``, OmniSafe's GAE with gamma = 0.99, and ``sampler: measure``,
+``algo_cfgs.cost_advantage: measure``) and the run's untrained critics: the rules MetaCPO trains
+with, end to end.
+
     python -m benchmarks.cost_prediction --output benchmarks/results/cost_prediction.md
     python -m benchmarks.cost_prediction --episodes 1 --fit 8 --held 8 --measure 8   # a quick look
 """
@@ -57,21 +62,24 @@ from omnisafe_metacpo.sampling.batch import Batch
 #: (scale, discount of the returns-to-go): the rows of each rule
 RETURNS = (('discounted', 0.99), ('episode', 1.0), ('episode', 0.99))
 BASELINES = ('none', 'rollout mean', 'fresh critic')
+#: (scale, ``algo_cfgs.cost_advantage``) of the rows whose advantages are the training sampler's
+SAMPLERS = (('discounted', 'measure'), ('discounted', 'gae'), ('episode', 'measure'),
+            ('episode', 'gae'))
 COST_GAMMA = 0.99
 
 
-def build(env_id: str, log_dir: str, seed: int) -> Any:
+def build(env_id: str, log_dir: str, seed: int, **algo_cfgs: Any) -> Any:
     """A MetaCPO algorithm object: its sampler, its untrained (32, 16) actor of ``seed``.
 
     No observation normalisation (the rollouts of one policy do not depend on which were sampled
-    before); the advantages are computed here from the rollouts' step costs.
+    before); ``algo_cfgs`` are set over the defaults.
     """
     custom = {
         'seed': seed,
         'train_cfgs': {'total_steps': 800, 'torch_threads': 1},
         'algo_cfgs': {'steps_per_epoch': 400, 'num_tasks': 2, 'inner_steps': 1,
                       'update_iters': 1, 'batch_size': 200, 'obs_normalize': False,
-                      'cost_gamma': COST_GAMMA},
+                      'cost_gamma': COST_GAMMA, **algo_cfgs},
         'meta_test_cfgs': {'freq': 1, 'num_tasks': 1, 'adapt_steps': 1, 'rollout_steps': 100},
         'logger_cfgs': {'log_dir': log_dir, 'use_tensorboard': False, 'save_model_freq': 1},
         'model_cfgs': {'actor': {'hidden_sizes': [32, 16]}},
@@ -102,6 +110,7 @@ def measure(  # pylint: disable=too-many-arguments,too-many-locals
     log_dir: str,
     returns: tuple[tuple[str, float], ...] = RETURNS,
     baselines: tuple[str, ...] = BASELINES,
+    samplers: tuple[tuple[str, str], ...] = SAMPLERS,
 ) -> list[dict[str, Any]]:
     """The rows of one rollout length.
 
@@ -114,6 +123,8 @@ def measure(  # pylint: disable=too-many-arguments,too-many-locals
         log_dir: Where the algorithm object may write its run directory.
         returns: (scale, discount of the returns-to-go) pairs to report.
         baselines: The baselines to report (of :data:`BASELINES`).
+        samplers: The (scale, ``cost_advantage``) pairs whose rows take the training sampler's
+            advantages (of :data:`SAMPLERS`).
     """
     fit_count, held_count, measure_count = counts
     algo = build(env_id, log_dir, seed)
@@ -150,11 +161,13 @@ def measure(  # pylint: disable=too-many-arguments,too-many-locals
     held = collect(theta, 20_000, held_count)
     after = collect(plus, 30_000, measure_count)
     before = collect(minus, 30_000, measure_count)
+    measured_by_scale = {
+        scale: np.array([learner.cost_value(a) - learner.cost_value(b)
+                         for a, b in zip(after, before, strict=True)])
+        for scale, learner in learners.items()}
     rows = []
     for scale, gamma in returns:
-        learner = learners[scale]
-        measured = np.array([learner.cost_value(a) - learner.cost_value(b)
-                             for a, b in zip(after, before, strict=True)])
+        learner, measured = learners[scale], measured_by_scale[scale]
         for baseline in baselines:
             with torch.no_grad():
                 predicted = []
@@ -164,6 +177,24 @@ def measure(  # pylint: disable=too-many-arguments,too-many-locals
                                            - learner.surrogates(minus, rule)[1]))
             rows.append(row(env_id, episodes, scale, gamma, baseline, step, counts,
                             np.array(predicted), measured))
+    sampled: dict[tuple, list[Batch]] = {}  # by the sampler's settings (gae's are the same twice)
+    for scale, rule in samplers:
+        learner = learners[scale]
+        other = build(env_id, os.path.join(log_dir, f'{scale}_{rule}'), seed,
+                      cost_measure=scale, cost_advantage=rule)
+        settings = cost_measures.cost_advantage_settings(other._cfgs.algo_cfgs)  # pylint: disable=protected-access
+        if settings not in sampled:  # the same rollouts (policy, task, seeds), the run's critics
+            sampled[settings] = other._env.collect_tasks(  # pylint: disable=protected-access
+                policy, [theta] * held_count, other._actor_critic,  # pylint: disable=protected-access
+                [task] * held_count, episodes * length, [20_000 + i for i in range(held_count)])
+            if not torch.equal(sampled[settings][0].act, held[0].act):
+                raise RuntimeError('the sampler\'s rollouts differ from the held-out ones')
+        with torch.no_grad():
+            predicted = [float(learner.surrogates(plus, batch)[1]
+                               - learner.surrogates(minus, batch)[1])
+                         for batch in sampled[settings]]
+        rows.append(row(env_id, episodes, scale, settings.gamma, f'sampler: {rule}', step,
+                        counts, np.array(predicted), measured_by_scale[scale]))
     return rows
 
 

@@ -15,8 +15,11 @@ def test_a_tiny_run_writes_every_rule_on_both_scales(tmp_path) -> None:
                                  '8', '--output', str(output)]) == 0
     frame = pd.read_csv(tmp_path / 'cost_prediction.csv')
     rules = {(row.scale, row.returns_gamma, row.baseline) for row in frame.itertuples()}
+    gammas = {'gae': 0.99, 'measure': {'episode': 1.0, 'discounted': 0.99}}
     assert rules == {(scale, gamma, baseline) for scale, gamma in cost_prediction.RETURNS
-                     for baseline in cost_prediction.BASELINES}
+                     for baseline in cost_prediction.BASELINES} | {
+        (scale, 0.99 if rule == 'gae' else gammas['measure'][scale], f'sampler: {rule}')
+        for scale, rule in cost_prediction.SAMPLERS}
     np.testing.assert_allclose(frame['ratio'], frame['predicted'] / frame['measured'])
     # the same measured change for every rule of a scale (one pair of policies, the same seeds)
     assert frame.groupby(['scale'])['measured'].nunique().eq(1).all()

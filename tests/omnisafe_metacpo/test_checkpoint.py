@@ -21,7 +21,8 @@ def _cfgs(**algo_cfgs: object) -> dict:
     return {
         'algo': 'MetaCPO', 'env_id': 'MetaPointCircle-v0', 'seed': 0,
         'algo_cfgs': {'inner_delta': 0.01, 'inner_holdout_block': None, 'inner_params': 'all',
-                      'meta_over_limit': 'cpo', 'cost_measure': 'episode', **algo_cfgs},
+                      'meta_over_limit': 'cpo', 'cost_measure': 'episode', 'cost_advantage': 'gae',
+                      **algo_cfgs},
         'model_cfgs': {}, 'meta_test_cfgs': {'eval_episodes': 2}, 'env_cfgs': {},
         'train_cfgs': {'total_steps': 1000}, 'logger_cfgs': {'use_wandb': False},
     }
@@ -38,7 +39,8 @@ def _saved_run(run_dir: str, config: dict) -> str:
 def _older_version(config: dict) -> dict:
     """The config as a version before ``inner_holdout_block`` and later keys existed saved it."""
     older = copy.deepcopy(config)
-    for key in ('inner_holdout_block', 'inner_params', 'meta_over_limit', 'cost_measure'):
+    for key in ('inner_holdout_block', 'inner_params', 'meta_over_limit', 'cost_measure',
+                'cost_advantage'):
         del older['algo_cfgs'][key]
     del older['meta_test_cfgs']['eval_episodes']
     return older
@@ -53,7 +55,8 @@ def test_a_run_saved_before_a_key_existed_resumes_at_its_neutral_value(run_dir: 
 
 @pytest.mark.parametrize('change', [{'inner_holdout_block': 500}, {'inner_params': 'head'},
                                     {'meta_over_limit': 'recover'},
-                                    {'cost_measure': 'discounted'}])
+                                    {'cost_measure': 'discounted'},
+                                    {'cost_advantage': 'measure'}])
 def test_a_run_saved_before_a_key_existed_refuses_another_value_of_it(
         run_dir: str, change: dict) -> None:
     run = _saved_run(run_dir, _older_version(_cfgs()))
@@ -83,6 +86,7 @@ def test_the_neutral_values_are_the_papers_defaults() -> None:
     for (section, key), value in StepVariants.neutral_keys().items():
         assert section == 'algo_cfgs' and defaults[key] == value, key
     assert ADDED_KEYS[('algo_cfgs', 'cost_measure')] == 'episode'
+    assert ADDED_KEYS[('algo_cfgs', 'cost_advantage')] == defaults.cost_advantage == 'gae'
 
 
 def test_tuple_hidden_sizes_resume_a_run_saved_with_lists(run_dir: str) -> None:
