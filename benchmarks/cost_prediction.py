@@ -161,6 +161,10 @@ def measure(  # pylint: disable=too-many-arguments,too-many-locals
     held = collect(theta, 20_000, held_count)
     after = collect(plus, 30_000, measure_count)
     before = collect(minus, 30_000, measure_count)
+    # Each sampler keeps its environments, whose MuJoCo data reserve ~0.2 GB of address space
+    # each: with hundreds of them held here, forking the next sampler's helper processes fails
+    # under the kernel's overcommit heuristic (ENOMEM). So one sampler's environments at a time.
+    env.close()
     measured_by_scale = {
         scale: np.array([learner.cost_value(a) - learner.cost_value(b)
                          for a, b in zip(after, before, strict=True)])
@@ -189,6 +193,7 @@ def measure(  # pylint: disable=too-many-arguments,too-many-locals
                 [task] * held_count, episodes * length, [20_000 + i for i in range(held_count)])
             if not torch.equal(sampled[settings][0].act, held[0].act):
                 raise RuntimeError('the sampler\'s rollouts differ from the held-out ones')
+        other._env.close()  # pylint: disable=protected-access
         with torch.no_grad():
             predicted = [float(learner.surrogates(plus, batch)[1]
                                - learner.surrogates(minus, batch)[1])

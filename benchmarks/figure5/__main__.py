@@ -50,7 +50,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--steps-critics', choices=('fresh', 'saved'), default='fresh',
                         help="--steps with fresh critics (the comparison's rule, default) or the "
                              "meta-learners' saved ones (steps_saved_critics.csv / .md)")
-    return parser.parse_args(argv)
+    parser.add_argument('--steps-cost-advantages', choices=steps.ADVANTAGES,
+                        default='fresh_critic',
+                        help='--steps with fresh critics: the cost advantages of the adaptation '
+                             "steps, fresh_critic (the comparison's rule, default) or returns "
+                             '(the returns-to-go, no baseline: steps_returns.csv / .md)')
+    args = parser.parse_args(argv)
+    if args.steps_cost_advantages != 'fresh_critic' and args.steps_critics != 'fresh':
+        parser.error(f'--steps-cost-advantages {args.steps_cost_advantages} replaces the fresh '
+                     f'critics: it needs --steps-critics fresh, not {args.steps_critics}')
+    return args
 
 
 def _estimate(budget: Budget, runs_dir: str, workers: int) -> None:
@@ -91,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     written = report.write_report(budget, runs_dir, results_dir)
     if args.steps:
         written += steps.write_steps(selected, runs_dir, results_dir, args.steps_critics,
-                                     args.workers)
+                                     args.workers, args.steps_cost_advantages)
     for path in written:
         print(f'[figure5 {budget.name}] wrote {path}')
     if failed:

@@ -15,10 +15,15 @@ stochastic adaptation rollouts (those the steps are computed from).
 
 ``--steps-critics saved`` adapts the meta-learners with their own critics (their last
 checkpoint's) instead of fresh ones; stock runs save no critics and are left out then.
+``--steps-cost-advantages returns`` adapts every run with the returns-to-go on the cost measure of
+its own constraint as cost advantages (no baseline: unbiased for the constraint's gradient, see
+``meta_test_cfgs.cost_advantages``) instead of a fresh critic's, on the same tasks and seeds, so
+that its tables read against those of ``--steps``.
 
 Written to the results directory: ``steps.csv`` (one row per step) and ``steps.md`` (per env, each
-variant's meta-test and its groups; means ± standard error over steps, pooled over tasks, steps
-and seeds), ``steps_saved_critics.*`` with saved critics. Nothing is written to the runs.
+variant's meta-test on both cost scales and its groups; means ± standard error over steps, pooled
+over tasks, steps and seeds), ``steps_saved_critics.*`` with saved critics, ``steps_returns.*``
+with returns-to-go. Nothing is written to the runs.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import pandas as pd
 from benchmarks.figure5 import evaluation, results
 from benchmarks.figure5.budget import Budget, Job
 from benchmarks.figure5.figures import label
+from omnisafe_metacpo.cost_measures import COST_ADVANTAGES
 from omnisafe_metacpo.evaluation.rule import META_LEARNERS
 from omnisafe_metacpo.evaluation.saved_run import meta_test_saved_run
 from omnisafe_metacpo.run_files import saved_epochs
@@ -44,6 +50,12 @@ from omnisafe_metacpo.run_files import saved_epochs
 GROUPS = ('no cost seen', 'cost seen, at most h', 'cost above h')
 CRITICS = {'fresh': 'fresh critics fitted on each test rollout (the comparison\'s rule)',
            'saved': "the meta-learners' own critics (their last checkpoint's), as in training"}
+#: The ``meta_test_cfgs.cost_advantages`` rules of ``--steps-cost-advantages``, as the report says
+ADVANTAGES = {'fresh_critic': 'fresh critics fitted on each test rollout (the comparison\'s rule)',
+              'returns': 'the returns-to-go on the measure of the constraint, no baseline '
+                         '(`meta_test_cfgs.cost_advantages: returns`; unbiased)'}
+if set(ADVANTAGES) != set(COST_ADVANTAGES):
+    raise ImportError('steps.ADVANTAGES does not name every meta_test_cfgs.cost_advantages rule')
 COLUMNS = ['env_id', 'variant', 'algo', 'seed', 'task', 'step', 'group', 'cost_before',
            'cost_control', 'cost_after', 'measured', 'effect', 'predicted', 'case', 'fraction',
            'kl']
@@ -98,15 +110,28 @@ def _mean_se(values: Any) -> str:
 
 
 def _summary(found: dict[str, list[dict[str, float]]], adapt_steps: int) -> list[str]:
-    """Markdown rows: each variant's meta-test (mean ± standard error over seeds)."""
-    lines = [f'| variant | return, step {adapt_steps} | cost, step 0 | cost, step {adapt_steps} '
-             f'| cost, mean of steps 1-{adapt_steps} |', '|---|---|---|---|---|']
+    """Markdown rows: each variant's meta-test on both scales (mean ± standard error over seeds).
+
+    OmniSafe's scale: the cost per episode of the stochastic adaptation rollouts; the paper's: J_C
+    of the deterministic evaluation (empty where the meta-test ran none).
+    """
+    last = adapt_steps
+    lines = [f'| variant | return, step {last} | cost per episode, step 0 | cost per episode, '
+             f'step {last} | cost per episode, mean of steps 1-{last} | J_C evaluation, step 0 '
+             f'| J_C evaluation, step {last} | J_C evaluation, worst of steps 1-{last} |',
+             '|---|---|---|---|---|---|---|---|']
+
+    def over_steps(test: dict[str, float], key: str, reduce: Callable) -> float:
+        return float(reduce([test.get(f'{key}/step_{k}', math.nan) for k in range(1, last + 1)]))
+
     for variant, tests in found.items():
-        cells = [[test[f'MetaTest/EpRet/step_{adapt_steps}'] for test in tests],
+        cells = [[test[f'MetaTest/EpRet/step_{last}'] for test in tests],
                  [test['MetaTest/EpCost/step_0'] for test in tests],
-                 [test[f'MetaTest/EpCost/step_{adapt_steps}'] for test in tests],
-                 [np.mean([test[f'MetaTest/EpCost/step_{k}'] for k in range(1, adapt_steps + 1)])
-                  for test in tests]]
+                 [test[f'MetaTest/EpCost/step_{last}'] for test in tests],
+                 [over_steps(test, 'MetaTest/EpCost', np.mean) for test in tests],
+                 [test.get('MetaTest/Eval/EpDiscCost/step_0', math.nan) for test in tests],
+                 [test.get(f'MetaTest/Eval/EpDiscCost/step_{last}', math.nan) for test in tests],
+                 [over_steps(test, 'MetaTest/Eval/EpDiscCost', np.max) for test in tests]]
         lines.append(f'| {label(variant)} | ' + ' | '.join(_mean_se(c) for c in cells) + ' |')
     return lines
 
@@ -137,6 +162,7 @@ def write_steps(  # pylint: disable=too-many-locals
     results_dir: str,
     critics: str = 'fresh',
     workers: int = 2,
+    cost_advantages: str = 'fresh_critic',
     log: Callable[[str], None] = print,
 ) -> list[str]:
     """Trace the final checkpoints of the finished runs of ``budget``; write the step tables.
@@ -147,20 +173,35 @@ def write_steps(  # pylint: disable=too-many-locals
         results_dir: Where ``steps.csv`` / ``.md`` go.
         critics: ``fresh`` (the comparison's rule) or ``saved`` (the meta-learners' own).
         workers: Processes tracing runs side by side.
+        cost_advantages: The cost advantages of the adaptation steps with fresh critics, of
+            :data:`ADVANTAGES` (``meta_test_cfgs.cost_advantages``).
         log: Where progress lines go.
 
     Returns:
         The paths written.
+
+    Raises:
+        ValueError: An unknown ``cost_advantages``, or ``returns`` with saved critics.
     """
+    if cost_advantages not in ADVANTAGES:
+        raise ValueError(f'cost_advantages = {cost_advantages!r}: allowed '
+                         f'{" or ".join(ADVANTAGES)}')
+    if critics != 'fresh' and cost_advantages != 'fresh_critic':
+        raise ValueError(f'cost_advantages = {cost_advantages!r} replaces the fresh critics; with '
+                         f'critics = {critics!r} leave it at fresh_critic')
+    # Only a rule other than the comparison's enters the settings: the comparison's traces must
+    # find (and equal) the cached meta-tests, whose settings do not name it.
+    extra = {} if cost_advantages == 'fresh_critic' else {'cost_advantages': cost_advantages}
     pairs: list[tuple[Job, str]] = []
     for job, run_dir in results.finished(budget.jobs(runs_dir, write=False)):
         if critics == 'saved' and job.algo not in META_LEARNERS:
             log(f'[figure5 {budget.name}] steps: {job.name} left out (saves no critics)')
             continue
         pairs.append((job, run_dir))
-    calls = [(run_dir, saved_epochs(run_dir)[-1], budget.meta_test_cfgs(job.env_id), critics)
-             for job, run_dir in pairs]
-    log(f'[figure5 {budget.name}] steps: tracing {len(calls)} runs ({critics} critics)')
+    calls = [(run_dir, saved_epochs(run_dir)[-1], {**budget.meta_test_cfgs(job.env_id), **extra},
+              critics) for job, run_dir in pairs]
+    log(f'[figure5 {budget.name}] steps: tracing {len(calls)} runs ({critics} critics, '
+        f'{cost_advantages})')
     with ProcessPoolExecutor(max_workers=max(workers, 1),
                              mp_context=mp.get_context('spawn')) as pool:
         traced = list(pool.map(trace_run, *zip(*calls, strict=True))) if calls else []
@@ -171,7 +212,8 @@ def write_steps(  # pylint: disable=too-many-locals
                   'seed': job.seed, **row} for row in trace]
         found.setdefault(job.env_id, {}).setdefault(job.variant, []).append(test)
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    stem = os.path.join(results_dir, 'steps' if critics == 'fresh' else 'steps_saved_critics')
+    name = 'steps' if critics == 'fresh' else 'steps_saved_critics'
+    stem = os.path.join(results_dir, name if not extra else f'{name}_{cost_advantages}')
     os.makedirs(results_dir, exist_ok=True)
     frame.to_csv(stem + '.csv', index=False)
     command = ' '.join(['python -m benchmarks.figure5', *sys.argv[1:]])
@@ -181,7 +223,10 @@ def write_steps(  # pylint: disable=too-many-locals
              'the step minus another rollout of the policy before it; the predicted change is on '
              "the scale of the algorithm's own constraint, `algo_cfgs.cost_measure`, discounted "
              'for MetaCPOPaper). Advantages of the adaptation steps: '
-             f'{CRITICS[critics]}.', '', f'`{command}`']
+             f'{CRITICS[critics] if not extra else ADVANTAGES[cost_advantages]}. Both cost '
+             "scales in the first table: OmniSafe's (cost per episode of the stochastic "
+             "adaptation rollouts) and the paper's (J_C of the deterministic evaluation); the "
+             "groups are on OmniSafe's.", '', f'`{command}`']
     for env_id, tests in found.items():
         settings = budget.meta_test_cfgs(env_id)
         lines += ['', f'### {env_id} (h = {settings["cost_limit"]:g}; {settings["num_tasks"]} '

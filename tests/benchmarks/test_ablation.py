@@ -4,6 +4,7 @@ step-by-step report of their adaptation steps, and an interrupted Meta-CPO run g
 from __future__ import annotations
 
 import csv
+import glob
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 
 import pytest
 
+from benchmarks.figure5 import steps
 from benchmarks.figure5.budget import Budget, budget_path
 from tests.conftest import REPO
 
@@ -117,6 +119,22 @@ def test_two_configurations_under_one_name_are_refused(run_dir: str) -> None:
         Budget(listed)
 
 
+def test_returns_as_cost_advantages_need_fresh_critics(run_dir: str) -> None:
+    refused = subprocess.run(_figure5('tiny', run_dir, '--report-only', '--steps',
+                                      '--steps-critics', 'saved', '--steps-cost-advantages',
+                                      'returns'),
+                             cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert refused.returncode == 2
+    assert '--steps-cost-advantages returns replaces the fresh critics' in refused.stderr
+    assert not os.path.exists(os.path.join(run_dir, 'results'))
+    budget = Budget(budget_path('tiny'))
+    with pytest.raises(ValueError, match="cost_advantages = 'gae': allowed fresh_critic or "
+                                         'returns'):
+        steps.write_steps(budget, run_dir, run_dir, cost_advantages='gae')
+    with pytest.raises(ValueError, match="with critics = 'saved' leave it at fresh_critic"):
+        steps.write_steps(budget, run_dir, run_dir, critics='saved', cost_advantages='returns')
+
+
 @pytest.mark.slow  # about 2 minutes: three tiny runs, their meta-tests, then the traces
 def test_an_ablation_trains_reports_and_traces_its_steps(run_dir: str) -> None:
     budget = _budget(run_dir)
@@ -152,6 +170,19 @@ def test_an_ablation_trains_reports_and_traces_its_steps(run_dir: str) -> None:
     assert 'CPOCorrected/MetaPointCircle-v0/seed 0 left out' in saved.stdout
     assert [r['variant'] for r in _csv(os.path.join(results, 'steps_saved_critics.csv'))] == [
         'MetaCPO', 'kl_bound_0.01']
+    # With returns-to-go as cost advantages: every run, the same tasks, its own files; the cached
+    # meta-tests (fresh critics) are neither compared with nor overwritten.
+    cache = glob.glob(os.path.join(run_dir, 'runs', '**', 'meta_test', '*.json'), recursive=True)
+    before = {path: os.path.getmtime(path) for path in cache}
+    _run(_figure5(budget, run_dir, '--report-only', '--steps', '--steps-cost-advantages',
+                  'returns'))
+    assert before and {path: os.path.getmtime(path) for path in cache} == before
+    returns = _csv(os.path.join(results, 'steps_returns.csv'))
+    assert [(r['variant'], r['task'], r['step']) for r in returns] == [
+        (r['variant'], r['task'], r['step']) for r in steps]
+    with open(os.path.join(results, 'steps_returns.md'), encoding='utf-8') as file:
+        text = file.read()
+    assert 'returns-to-go' in text and 'J_C evaluation, step 1' in text
 
 
 @pytest.mark.slow  # about a minute: a Meta-CPO run stopped after its first epochs, then resumed
