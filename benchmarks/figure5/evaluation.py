@@ -6,6 +6,11 @@ rollouts and adaptation rule for every algorithm) and the results are written to
 ``<run>/meta_test/epoch-N.json`` together with the settings they were computed with. A cache file
 is reused only when its settings equal the requested ones, so a rerun does not redo a meta-test,
 and a change of settings (or of the adaptation rule's version) does.
+
+A record also names the CPU model it was computed on: rollouts are bit-for-bit the same on one CPU
+model, not across models (MuJoCo's and the BLAS kernels' floating-point results differ in the last
+bits, and contacts amplify that over an episode), so a cache from another CPU is reused but cannot
+be reproduced exactly here.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from omnisafe_metacpo.run_files import saved_epochs
@@ -46,6 +52,17 @@ def cached(run_dir: str, epoch: int, settings: dict[str, Any]) -> dict[str, Any]
     except (OSError, json.JSONDecodeError):  # a file cut short by a stop: compute again
         return None
     return record if record.get('settings') == cache_key(settings) else None
+
+
+def cpu_model() -> str:
+    """This machine's CPU model (``/proc/cpuinfo``), else ``'unknown CPU'``."""
+    try:
+        for line in Path('/proc/cpuinfo').read_text(encoding='utf-8').splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return 'unknown CPU'
 
 
 def pending_epochs(run_dir: str, settings: dict[str, Any]) -> list[int]:
@@ -84,6 +101,7 @@ def meta_test_checkpoint(run_dir: str, epoch: int, settings: dict[str, Any]) -> 
         'epoch': epoch,
         'env_steps': epoch * int(config['algo_cfgs']['steps_per_epoch']),
         'seconds': time.time() - start,
+        'cpu': cpu_model(),
         'results': results,
     }
     path = cache_path(run_dir, epoch)

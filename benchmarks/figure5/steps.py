@@ -89,8 +89,13 @@ def trace_run(run_dir: str, epoch: int, settings: dict[str, Any],
                      if not math.isclose(value, found.get(key, math.nan), rel_tol=1e-9,
                                          abs_tol=1e-9)]
         if different:
+            cached_on = record.get('cpu', 'a CPU not recorded (caches before 2026-12-06)')
             raise RuntimeError(f'{run_dir}: the traced meta-test differs from the cached one in '
-                               f'{different}')
+                               f'{different}. Cached on {cached_on}, traced on '
+                               f'{evaluation.cpu_model()}: rollouts are the same bit for bit on '
+                               'one CPU model only, so either the code changed what a meta-test '
+                               'does or the cache comes from another CPU model (then trace the '
+                               'runs on that model, or meta-test them again here)')
     limit = float(settings['cost_limit'])
     for row in trace:
         row.update(measured=row['cost_after'] - row['cost_before'],

@@ -287,6 +287,9 @@ def test_tiny_comparison_in_parts_then_resumed_then_reported(run_dir: str) -> No
     root = os.path.join(run_dir, 'runs')
     caches = _mtimes(os.path.join(root, '**', 'meta_test', 'epoch-*.json'))
     assert len(caches) == 15 * 2  # every run: the initial and the final checkpoint
+    for path in caches:  # each names the CPU model it was computed on (rollouts differ across them)
+        with open(path, encoding='utf-8') as file:
+            assert json.load(file)['cpu'] == evaluation.cpu_model() != 'unknown CPU'
 
     # A run stopped before its last save, and a lost meta-test cache.
     (cpo_run,) = glob.glob(os.path.join(root, 'point_circle_cpo', '*', 'CPO-*', 'seed-*'))
