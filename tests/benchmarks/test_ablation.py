@@ -15,6 +15,7 @@ import pytest
 
 from benchmarks.figure5 import steps
 from benchmarks.figure5.budget import Budget, budget_path
+from omnisafe_metacpo.cost_measures import COST_ADVANTAGES
 from tests.conftest import REPO
 
 #: A budget at a test's size: MetaCPO, one labelled variant of it and the reference algorithm.
@@ -120,6 +121,7 @@ def test_two_configurations_under_one_name_are_refused(run_dir: str) -> None:
 
 
 def test_returns_as_cost_advantages_need_fresh_critics(run_dir: str) -> None:
+    assert set(steps.ADVANTAGES) == set(COST_ADVANTAGES)  # every meta-test rule, described
     refused = subprocess.run(_figure5('tiny', run_dir, '--report-only', '--steps',
                                       '--steps-critics', 'saved', '--steps-cost-advantages',
                                       'returns'),
